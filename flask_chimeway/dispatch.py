@@ -1,0 +1,111 @@
+"""After-commit dispatch: stage the deliveries a transaction planned, act on the outermost
+commit, forget them on rollback.
+
+Two listeners on the :class:`sqlalchemy.orm.Session` class do it. ``after_commit`` fires on
+the root COMMIT and on every RELEASE SAVEPOINT: a released savepoint hands its staged ids to
+its parent, the root commit dispatches them. ``after_transaction_end`` fires on every end
+(commit, rollback, close) and drops whatever is still attached to the ending transaction.
+Neither emits SQL on the committing session.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+import sqlalchemy as sa
+import sqlalchemy.orm as sa_orm
+from flask import Flask, current_app
+
+logger = logging.getLogger(__name__)
+
+_STAGED = "chimeway_staged"
+
+#: One staged batch: the app, the engine the rows live in, the delivery ids.
+Batch: t.TypeAlias = tuple[Flask, sa.Engine, list[int]]
+
+_listening = False
+
+
+def listen() -> None:
+    """Install the session listeners, once per process."""
+    global _listening
+    if _listening:
+        return
+    sa.event.listen(sa_orm.Session, "after_commit", _after_commit)
+    sa.event.listen(sa_orm.Session, "after_transaction_end", _after_transaction_end)
+    _listening = True
+
+
+def stage(session: sa_orm.Session, delivery_ids: list[int]) -> None:
+    """Attach ``delivery_ids`` to the innermost transaction of ``session``."""
+    if not delivery_ids:
+        return
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    if transaction is None:  # pragma: no cover - trigger flushed, so one exists
+        raise RuntimeError("trigger() flushed but the session has no transaction.")
+    bind = session.get_bind(_delivery_mapper())
+    engine = bind if isinstance(bind, sa.Engine) else bind.engine
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    staged: dict[sa_orm.SessionTransaction, list[Batch]] = session.info.setdefault(_STAGED, {})
+    staged.setdefault(transaction, []).append((app, engine, delivery_ids))
+
+
+def staged_ids(session: sa_orm.Session) -> list[int]:
+    """The delivery ids waiting for ``session``'s commit (for tests and debugging)."""
+    staged: dict[t.Any, list[Batch]] = session.info.get(_STAGED, {})
+    return [i for batches in staged.values() for _, _, ids in batches for i in ids]
+
+
+def _delivery_mapper() -> sa_orm.Mapper[t.Any]:
+    from .models import Delivery
+
+    return sa.inspect(Delivery)
+
+
+def _after_commit(session: sa_orm.Session) -> None:
+    staged: dict[sa_orm.SessionTransaction, list[Batch]] | None = session.info.get(_STAGED)
+    if not staged:
+        return
+    savepoint = session.get_nested_transaction()
+    if savepoint is not None:
+        batches = staged.pop(savepoint, None)
+        if batches and savepoint.parent is not None:
+            staged.setdefault(savepoint.parent, []).extend(batches)
+        return
+    batches = [b for bs in staged.values() for b in bs]
+    staged.clear()
+    try:
+        dispatch_committed(batches)
+    except Exception:  # the rows are committed; the tick picks up what was not dispatched
+        logger.exception("Flask-Chimeway could not dispatch deliveries after commit")
+
+
+def _after_transaction_end(session: sa_orm.Session, transaction: sa_orm.SessionTransaction) -> None:
+    staged: dict[sa_orm.SessionTransaction, list[Batch]] | None = session.info.get(_STAGED)
+    if staged:
+        staged.pop(transaction, None)
+
+
+def dispatch_committed(batches: list[Batch]) -> None:
+    """Act on committed deliveries: perform them now (``sync``) or enqueue them (``rq``)."""
+    by_target: dict[tuple[Flask, sa.Engine], list[int]] = {}
+    for app, engine, ids in batches:
+        by_target.setdefault((app, engine), []).extend(ids)
+    for (app, engine), ids in by_target.items():
+        settings = app.extensions["chimeway"].settings
+        if settings.dispatcher == "sync":
+            _perform_now(app, engine, ids)
+
+
+def _perform_now(app: Flask, engine: sa.Engine, ids: list[int]) -> None:
+    from .delivery import perform_delivery
+
+    # A fresh app context gives the recipient loader a fresh db.session: the caller's is
+    # still inside its commit and cannot run SQL.
+    with app.app_context():
+        for delivery_id in ids:
+            try:
+                perform_delivery(delivery_id, engine=engine)
+            except Exception:
+                logger.exception("Flask-Chimeway could not perform delivery %s", delivery_id)

@@ -1,0 +1,256 @@
+"""The tables: Event → Notification → Delivery → DeliveryAttempt, plus the status log.
+
+The classes are mapped on Flask-Chimeway's own declarative base so they can be imported
+before any app exists. :class:`~flask_chimeway.Chimeway` copies their tables into the
+host's ``db.metadata``, so ``db.create_all()`` and Alembic autogenerate see them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing as t
+
+import sqlalchemy as sa
+import sqlalchemy.orm as sa_orm
+from sqlalchemy.dialects import postgresql
+
+from .lifecycle import AttemptOutcome, DeliveryStatus
+
+__all__ = [
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryTransition",
+    "Event",
+    "Notification",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores it naive, in UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: dt.datetime | None, dialect: sa.Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("Flask-Chimeway stores aware datetimes only; pass tzinfo=UTC.")
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: sa.Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+JSONDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    """The current time, aware, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(sa_orm.DeclarativeBase):
+    """The declarative base of Flask-Chimeway's own tables."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, t.Any]: JSONDocument}
+
+
+class Event(Base):
+    """One call to ``trigger``: which notifier, with which (redacted) params."""
+
+    __tablename__ = "chimeway_events"
+    __table_args__ = (sa.UniqueConstraint("tenant", "idempotency_key"),)
+
+    id: sa_orm.Mapped[int] = sa_orm.mapped_column(BigId, primary_key=True)
+    #: ``""`` is the default tenant; stored non-null so the idempotency constraint holds.
+    tenant: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200), default="")
+    notifier_key: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200))
+    notifier_version: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer)
+    params: sa_orm.Mapped[dict[str, t.Any]]
+    idempotency_key: sa_orm.Mapped[str | None] = sa_orm.mapped_column(sa.String(255))
+    correlation_id: sa_orm.Mapped[str | None] = sa_orm.mapped_column(sa.String(255))
+    created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
+
+    notifications: sa_orm.Mapped[list[Notification]] = sa_orm.relationship(
+        back_populates="event", order_by="Notification.id"
+    )
+
+    @property
+    def public_id(self) -> str:
+        """The id ``flask chimeway trace`` accepts, such as ``evt_12``."""
+        return f"evt_{self.id}"
+
+    def __repr__(self) -> str:
+        return f"<Event {self.id} {self.notifier_key!r}>"
+
+
+class Notification(Base):
+    """One recipient of an event; also the in-app inbox row."""
+
+    __tablename__ = "chimeway_notifications"
+    __table_args__ = (
+        sa.UniqueConstraint("event_id", "recipient_id"),
+        sa.Index(None, "tenant", "recipient_id", "id"),
+    )
+
+    id: sa_orm.Mapped[int] = sa_orm.mapped_column(BigId, primary_key=True)
+    event_id: sa_orm.Mapped[int] = sa_orm.mapped_column(
+        sa.ForeignKey("chimeway_events.id", ondelete="CASCADE")
+    )
+    tenant: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200), default="")
+    recipient_id: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(255))
+    notifier_key: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200))
+    created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
+    seen_at: sa_orm.Mapped[dt.datetime | None]
+    read_at: sa_orm.Mapped[dt.datetime | None]
+    archived_at: sa_orm.Mapped[dt.datetime | None]
+
+    event: sa_orm.Mapped[Event] = sa_orm.relationship(back_populates="notifications")
+    deliveries: sa_orm.Mapped[list[Delivery]] = sa_orm.relationship(
+        back_populates="notification", order_by="Delivery.id"
+    )
+
+    @property
+    def public_id(self) -> str:
+        """The id ``flask chimeway trace`` accepts, such as ``ntf_12``."""
+        return f"ntf_{self.id}"
+
+    def __repr__(self) -> str:
+        return f"<Notification {self.id} {self.notifier_key!r} to {self.recipient_id!r}>"
+
+
+class Delivery(Base):
+    """One channel of a notification: the state machine of :mod:`flask_chimeway.lifecycle`.
+
+    Never assign :attr:`status` directly: :func:`flask_chimeway.lifecycle.transition` is
+    the one writer, and it records the reason.
+    """
+
+    __tablename__ = "chimeway_deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("notification_id", "channel"),
+        sa.Index(None, "status", "next_attempt_at"),
+    )
+
+    id: sa_orm.Mapped[int] = sa_orm.mapped_column(BigId, primary_key=True)
+    notification_id: sa_orm.Mapped[int] = sa_orm.mapped_column(
+        sa.ForeignKey("chimeway_notifications.id", ondelete="CASCADE")
+    )
+    channel: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(100))
+    status: sa_orm.Mapped[str] = sa_orm.mapped_column(
+        sa.String(20), default=DeliveryStatus.PENDING.value
+    )
+    status_reason: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(100), default="planned")
+    #: What is sent, rendered at trigger time from the unredacted params.
+    content: sa_orm.Mapped[dict[str, t.Any]]
+    attempt_count: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer, default=0)
+    next_attempt_at: sa_orm.Mapped[dt.datetime | None]
+    lease_expires_at: sa_orm.Mapped[dt.datetime | None]
+    enqueued_at: sa_orm.Mapped[dt.datetime | None]
+    created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
+    updated_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
+    completed_at: sa_orm.Mapped[dt.datetime | None]
+
+    notification: sa_orm.Mapped[Notification] = sa_orm.relationship(back_populates="deliveries")
+    attempts: sa_orm.Mapped[list[DeliveryAttempt]] = sa_orm.relationship(
+        back_populates="delivery", order_by="DeliveryAttempt.number"
+    )
+    transitions: sa_orm.Mapped[list[DeliveryTransition]] = sa_orm.relationship(
+        back_populates="delivery", order_by="DeliveryTransition.id"
+    )
+
+    @property
+    def public_id(self) -> str:
+        """The id ``flask chimeway trace`` accepts, such as ``dlv_12``."""
+        return f"dlv_{self.id}"
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.id} {self.channel!r} {self.status}>"
+
+
+class DeliveryAttempt(Base):
+    """One call to a channel, numbered from 1. Append-only: rows are never updated."""
+
+    __tablename__ = "chimeway_delivery_attempts"
+    __table_args__ = (sa.UniqueConstraint("delivery_id", "number"),)
+
+    id: sa_orm.Mapped[int] = sa_orm.mapped_column(BigId, primary_key=True)
+    delivery_id: sa_orm.Mapped[int] = sa_orm.mapped_column(
+        sa.ForeignKey("chimeway_deliveries.id", ondelete="CASCADE")
+    )
+    number: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer)
+    outcome: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(30))
+    started_at: sa_orm.Mapped[dt.datetime]
+    finished_at: sa_orm.Mapped[dt.datetime]
+    error_class: sa_orm.Mapped[str | None] = sa_orm.mapped_column(sa.String(255))
+    error_message: sa_orm.Mapped[str | None] = sa_orm.mapped_column(sa.Text)
+    provider_message_id: sa_orm.Mapped[str | None] = sa_orm.mapped_column(sa.String(255))
+
+    delivery: sa_orm.Mapped[Delivery] = sa_orm.relationship(back_populates="attempts")
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the channel accepted the message on this attempt."""
+        return self.outcome == AttemptOutcome.SUCCEEDED
+
+    def __repr__(self) -> str:
+        return f"<DeliveryAttempt {self.delivery_id}#{self.number} {self.outcome}>"
+
+
+class DeliveryTransition(Base):
+    """One status change of a delivery, with its reason. Append-only."""
+
+    __tablename__ = "chimeway_delivery_transitions"
+
+    id: sa_orm.Mapped[int] = sa_orm.mapped_column(BigId, primary_key=True)
+    delivery_id: sa_orm.Mapped[int] = sa_orm.mapped_column(
+        sa.ForeignKey("chimeway_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    from_status: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(20))
+    to_status: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(20))
+    reason: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(100))
+    detail: sa_orm.Mapped[str | None] = sa_orm.mapped_column(sa.Text)
+    created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
+
+    delivery: sa_orm.Mapped[Delivery] = sa_orm.relationship(back_populates="transitions")
+
+    def __repr__(self) -> str:
+        return (
+            f"<DeliveryTransition {self.delivery_id} {self.from_status}->{self.to_status}"
+            f" {self.reason}>"
+        )
+
+
+@sa.event.listens_for(DeliveryAttempt, "before_update")
+@sa.event.listens_for(DeliveryTransition, "before_update")
+def _refuse_update(mapper: sa_orm.Mapper[t.Any], connection: sa.Connection, target: t.Any) -> None:
+    raise TypeError(f"{type(target).__name__} rows are append-only; add a new row instead.")
+
+
+def attach(metadata: sa.MetaData) -> None:
+    """Copy Flask-Chimeway's tables into ``metadata`` (the host's ``db.metadata``)."""
+    for table in Base.metadata.sorted_tables:
+        if table.key not in metadata.tables:
+            table.to_metadata(metadata)

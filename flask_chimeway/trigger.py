@@ -1,0 +1,180 @@
+"""``trigger``: check everything, render content, then add the rows to the caller's session."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing as t
+
+import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
+import sqlalchemy.orm as sa_orm
+from sqlalchemy.dialects import postgresql, sqlite
+
+from . import dispatch
+from .errors import (
+    InvalidIdempotencyKeyError,
+    InvalidTenantError,
+    RecipientNotFoundError,
+    TriggerError,
+    UnknownNotifierError,
+)
+from .models import Delivery, Event, Notification
+from .notifier import check_content
+from .params import validate_params
+from .recipients import normalize_identity, normalize_recipients
+
+if t.TYPE_CHECKING:
+    from .extension import Chimeway, State
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerResult:
+    """What :meth:`Chimeway.trigger` created, or found when the idempotency key was seen."""
+
+    event: Event
+    notifications: list[Notification]
+    deliveries: list[Delivery]
+    #: ``True`` when the idempotency key was used before: nothing new was created or sent.
+    duplicate: bool = False
+
+
+def trigger(
+    chimeway: Chimeway,
+    state: State,
+    key: str,
+    recipients: t.Any,
+    params: t.Mapping[str, t.Any] | None,
+    *,
+    idempotency_key: str | None,
+    tenant: str | None,
+    session: sa_orm.Session | sa_orm.scoped_session[t.Any],
+    correlation_id: str | None,
+) -> TriggerResult:
+    """The body of :meth:`Chimeway.trigger`; see there."""
+    notifier_cls = chimeway.notifiers.get(key) if isinstance(key, str) else None
+    if notifier_cls is None:
+        known = ", ".join(sorted(chimeway.notifiers)) or "none"
+        raise UnknownNotifierError(
+            f"No notifier is registered under {key!r}. Registered keys: {known}."
+        )
+    targets = normalize_recipients(recipients)
+    idempotency_key = _check_text(
+        "idempotency_key", idempotency_key, 255, InvalidIdempotencyKeyError
+    )
+    tenant_value = _check_text("tenant", tenant, 200, InvalidTenantError) or ""
+    correlation_id = _check_text("correlation_id", correlation_id, 255, TriggerError)
+    clean_params = validate_params(params)
+    if isinstance(session, sa_orm.scoped_session):
+        session = t.cast(sa_orm.Session, session())
+
+    if idempotency_key is not None:
+        existing = _find_event(session, tenant_value, idempotency_key)
+        if existing is not None:
+            return _duplicate(existing)
+
+    notifier = notifier_cls()
+    planned: list[tuple[str, dict[str, dict[str, t.Any]]]] = []
+    for target in targets:
+        recipient = chimeway.load_recipient(target)
+        if recipient is None:
+            raise RecipientNotFoundError(
+                f"The recipient loader returned None for {normalize_identity(target)!r};"
+                " trigger only for recipients it knows, or pass a Recipient."
+            )
+        contents = {
+            channel: check_content(key, channel, notifier.build(clean_params, recipient, channel))
+            for channel in notifier_cls.channels
+        }
+        planned.append((normalize_identity(target), contents))
+
+    values = {
+        "tenant": tenant_value,
+        "notifier_key": key,
+        "notifier_version": notifier_cls.version,
+        "params": state.redactor.redact(clean_params),
+        "idempotency_key": idempotency_key,
+        "correlation_id": correlation_id,
+    }
+    event = _insert_event(session, values)
+    if event is None:
+        # another transaction committed the same key between our check and our insert
+        existing = _find_event(session, tenant_value, t.cast(str, idempotency_key))
+        assert existing is not None
+        return _duplicate(existing)
+
+    notifications = [
+        Notification(
+            event=event,
+            tenant=tenant_value,
+            recipient_id=identity,
+            notifier_key=key,
+            deliveries=[Delivery(channel=c, content=content) for c, content in contents.items()],
+        )
+        for identity, contents in planned
+    ]
+    session.add_all(notifications)
+    session.flush()
+    deliveries = [d for n in notifications for d in n.deliveries]
+    dispatch.stage(session, [d.id for d in deliveries])
+    logger.debug(
+        "event %s (%s): %d notification(s), %d deliveries planned",
+        event.id,
+        key,
+        len(notifications),
+        len(deliveries),
+    )
+    return TriggerResult(event=event, notifications=notifications, deliveries=deliveries)
+
+
+def _check_text(name: str, value: object, limit: int, error: type[TriggerError]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise error(f"{name} must be a non-blank string or None, not {value!r}.")
+    if len(value) > limit:
+        raise error(f"{name} is {len(value)} characters long; the limit is {limit}.")
+    return value
+
+
+def _find_event(session: sa_orm.Session, tenant: str, idempotency_key: str) -> Event | None:
+    return session.scalars(
+        sa.select(Event).where(Event.tenant == tenant, Event.idempotency_key == idempotency_key)
+    ).first()
+
+
+def _insert_event(session: sa_orm.Session, values: dict[str, t.Any]) -> Event | None:
+    """Insert the event; ``None`` when its idempotency key is already taken."""
+    if values["idempotency_key"] is None:
+        event = Event(**values)
+        session.add(event)
+        return event
+    dialect = session.get_bind(Event).dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(Event)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"])
+            .returning(Event)
+        )
+        return session.scalars(stmt).first()
+    try:
+        with session.begin_nested():
+            event = Event(**values)
+            session.add(event)
+        return event
+    except sa_exc.IntegrityError:
+        return None
+
+
+def _duplicate(event: Event) -> TriggerResult:
+    notifications = list(event.notifications)
+    return TriggerResult(
+        event=event,
+        notifications=notifications,
+        deliveries=[d for n in notifications for d in n.deliveries],
+        duplicate=True,
+    )
