@@ -35,15 +35,21 @@ class State:
 
     chimeway: Chimeway
     settings: Settings
-    channels: dict[str, Channel]
+    #: This app's own instances of the built-in channels.
+    builtin_channels: dict[str, Channel]
     redactor: Redactor
     #: Active :func:`flask_chimeway.testing.capture` outboxes.
     outboxes: list[Outbox] = dataclasses.field(default_factory=list)
 
     @property
+    def channels(self) -> dict[str, Channel]:
+        """Every channel this app can send on, by name."""
+        return {**self.builtin_channels, **self.chimeway._channels}
+
+    @property
     def memory(self) -> MemoryChannel:
         """This app's ``memory`` channel."""
-        return t.cast(MemoryChannel, self.channels["memory"])
+        return t.cast(MemoryChannel, self.builtin_channels["memory"])
 
 
 class Chimeway:
@@ -88,16 +94,14 @@ class Chimeway:
         settings = Settings.from_config(app.config)
         for notifier in self._notifiers.values():
             self._check_channels(notifier.key, notifier.channels)
-        channels: dict[str, Channel] = {
-            "in_app": InAppChannel(),
-            "log": LogChannel(),
-            "memory": MemoryChannel(),
-            **self._channels,
-        }
         app.extensions["chimeway"] = State(
             chimeway=self,
             settings=settings,
-            channels=channels,
+            builtin_channels={
+                "in_app": InAppChannel(),
+                "log": LogChannel(),
+                "memory": MemoryChannel(),
+            },
             redactor=Redactor(settings.redact_keys),
         )
         from .cli import chimeway_cli
@@ -167,8 +171,8 @@ class Chimeway:
 
         Use it as a class decorator (``@chimeway.channel("sms")`` on a :class:`Channel`
         subclass, instantiated once with no arguments) or call it with an instance
-        (``chimeway.channel("sms", TwilioChannel(...))``). Register channels before
-        :meth:`init_app`, so that every app gets them.
+        (``chimeway.channel("sms", TwilioChannel(...))``). Every app of this extension
+        can use it at once; register it before the notifiers that name it.
 
         :raise RegistrationError: when the name is taken or the object is not a channel.
         """

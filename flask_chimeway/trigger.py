@@ -73,7 +73,7 @@ def trigger(
     if idempotency_key is not None:
         existing = _find_event(session, tenant_value, idempotency_key)
         if existing is not None:
-            return _duplicate(existing)
+            return _duplicate(session, existing)
 
     notifier = notifier_cls()
     planned: list[tuple[str, dict[str, dict[str, t.Any]]]] = []
@@ -103,11 +103,12 @@ def trigger(
         # another transaction committed the same key between our check and our insert
         existing = _find_event(session, tenant_value, t.cast(str, idempotency_key))
         assert existing is not None
-        return _duplicate(existing)
+        return _duplicate(session, existing)
 
+    session.flush()  # the event's id; on SQLite also its single write lock
     notifications = [
         Notification(
-            event=event,
+            event_id=event.id,
             tenant=tenant_value,
             recipient_id=identity,
             notifier_key=key,
@@ -115,6 +116,9 @@ def trigger(
         )
         for identity, contents in planned
     ]
+    if session.get_bind(Event).dialect.name == "sqlite":
+        _assign_ids(session, Notification, notifications)
+        _assign_ids(session, Delivery, [d for n in notifications for d in n.deliveries])
     session.add_all(notifications)
     session.flush()
     deliveries = [d for n in notifications for d in n.deliveries]
@@ -170,11 +174,28 @@ def _insert_event(session: sa_orm.Session, values: dict[str, t.Any]) -> Event | 
         return None
 
 
-def _duplicate(event: Event) -> TriggerResult:
-    notifications = list(event.notifications)
-    return TriggerResult(
-        event=event,
-        notifications=notifications,
-        deliveries=[d for n in notifications for d in n.deliveries],
-        duplicate=True,
-    )
+def _assign_ids(
+    session: sa_orm.Session, model: type[Notification] | type[Delivery], rows: t.Sequence[t.Any]
+) -> None:
+    """Number new rows on SQLite so the ORM can insert them in one executemany.
+
+    SQLite cannot batch INSERT ... RETURNING in a guaranteed order, so without ids the ORM
+    inserts row by row. The event insert before this holds SQLite's single write lock until
+    commit, so no other writer can take these ids meanwhile.
+    """
+    start = (session.scalar(sa.select(sa.func.max(model.id))) or 0) + 1
+    for offset, row in enumerate(rows):
+        row.id = start + offset
+
+
+def _duplicate(session: sa_orm.Session, event: Event) -> TriggerResult:
+    notifications = session.scalars(
+        sa.select(Notification).where(Notification.event_id == event.id).order_by(Notification.id)
+    ).all()
+    deliveries = session.scalars(
+        sa.select(Delivery)
+        .join(Notification)
+        .where(Notification.event_id == event.id)
+        .order_by(Notification.id, Delivery.id)
+    ).all()
+    return TriggerResult(event, list(notifications), list(deliveries), duplicate=True)
