@@ -14,7 +14,7 @@ import sqlalchemy.orm as sa_orm
 from .channels import Message, SendResult
 from .errors import DeliveryError
 from .lifecycle import AttemptOutcome, DeliveryStatus, transition
-from .models import Delivery, DeliveryAttempt, utcnow
+from .models import Delivery, DeliveryAttempt, as_utc
 from .settings import Settings
 
 if t.TYPE_CHECKING:
@@ -75,7 +75,7 @@ def claim_delivery(
 
     Flushes but does not commit. ``None`` when there is nothing to do.
     """
-    now = now or utcnow()
+    now = as_utc(now)
     delivery = session.scalars(
         sa.select(Delivery)
         .where(Delivery.id == delivery_id, Delivery.status.in_(CLAIMABLE))
@@ -126,7 +126,7 @@ def send(state: State, message: Message) -> SendResult | None:
         for outbox in state.outboxes:
             outbox.record(message)
         if any(outbox.fake for outbox in state.outboxes):
-            return SendResult()
+            return SendResult(provider_message_id="flask_chimeway.testing:fake")
     return state.channels[message.channel].send(message)
 
 
@@ -142,7 +142,7 @@ def record_outcome(
 
     ``None`` when the lease was lost meanwhile (the tick recorded the attempt as abandoned).
     """
-    now = now or utcnow()
+    now = as_utc(now)
     delivery = session.scalars(
         sa.select(Delivery).where(Delivery.id == claim.delivery_id).with_for_update()
     ).one()

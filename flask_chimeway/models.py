@@ -8,6 +8,7 @@ host's ``db.metadata``, so ``db.create_all()`` and Alembic autogenerate see them
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import typing as t
 
 import sqlalchemy as sa
@@ -33,35 +34,18 @@ NAMING_CONVENTION = {
 }
 
 
-class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
-    """A timezone-aware UTC datetime on every backend (SQLite stores it naive, in UTC)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(
-        self, value: dt.datetime | None, dialect: sa.Dialect
-    ) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("Flask-Chimeway stores aware datetimes only; pass tzinfo=UTC.")
-        value = value.astimezone(dt.UTC)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(
-        self, value: dt.datetime | None, dialect: sa.Dialect
-    ) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+def _jsonb() -> postgresql.JSONB:
+    jsonb = postgresql.JSONB()
+    # Alembic renders a JSONB variant through repr(), which prints the default astext_type
+    # as a bare ``Text()``: a NameError in migrations generated on SQLite. Chimeway never
+    # uses ``->>`` (``.astext``), so the attribute is left out of the repr.
+    jsonb.__dict__["astext_type"] = None
+    return jsonb
 
 
-JSONDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+#: JSON everywhere, JSONB on PostgreSQL (indexable, compact, ``@>`` containment).
+JSONDocument = sa.JSON().with_variant(_jsonb(), "postgresql")
+#: 64-bit ids, except on SQLite where only INTEGER PRIMARY KEY autoincrements.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -70,11 +54,23 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(now: dt.datetime | None) -> dt.datetime:
+    """``now`` in UTC (a naive value is taken to be UTC), or the current time."""
+    if now is None:
+        return utcnow()
+    if now.tzinfo is None:
+        return now.replace(tzinfo=dt.UTC)
+    return now.astimezone(dt.UTC)
+
+
 class Base(sa_orm.DeclarativeBase):
     """The declarative base of Flask-Chimeway's own tables."""
 
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, t.Any]: JSONDocument}
+    type_annotation_map = {
+        dt.datetime: sa.DateTime(timezone=True),
+        dict[str, t.Any]: JSONDocument,
+    }
 
 
 class Event(Base):
@@ -247,6 +243,35 @@ class DeliveryTransition(Base):
 @sa.event.listens_for(DeliveryTransition, "before_update")
 def _refuse_update(mapper: sa_orm.Mapper[t.Any], connection: sa.Connection, target: t.Any) -> None:
     raise TypeError(f"{type(target).__name__} rows are append-only; add a new row instead.")
+
+
+@functools.cache
+def _datetime_keys(mapper: sa_orm.Mapper[t.Any]) -> tuple[str, ...]:
+    return tuple(
+        attr.key
+        for attr in mapper.column_attrs
+        if isinstance(attr.columns[0].type, sa.DateTime)
+    )
+
+
+@sa.event.listens_for(Base, "load", propagate=True)
+def _aware_on_load(target: Base, context: t.Any) -> None:
+    _make_aware(target)
+
+
+@sa.event.listens_for(Base, "refresh", propagate=True)
+def _aware_on_refresh(target: Base, context: t.Any, attrs: t.Any) -> None:
+    _make_aware(target)
+
+
+def _make_aware(target: Base) -> None:
+    """SQLite hands back naive datetimes; every datetime Chimeway writes is UTC, so mark
+    them as such and let all backends show aware UTC datetimes."""
+    state = target.__dict__
+    for key in _datetime_keys(sa.inspect(type(target))):
+        value = state.get(key)
+        if value is not None and value.tzinfo is None:
+            sa_orm.attributes.set_committed_value(target, key, value.replace(tzinfo=dt.UTC))
 
 
 def attach(metadata: sa.MetaData) -> None:

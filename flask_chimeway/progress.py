@@ -12,7 +12,7 @@ import sqlalchemy.orm as sa_orm
 from .delivery import perform_delivery, retry_or_give_up
 from .extension import current_state
 from .lifecycle import AttemptOutcome, DeliveryStatus
-from .models import Delivery, DeliveryAttempt, utcnow
+from .models import Delivery, DeliveryAttempt, as_utc
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def progress(*, now: dt.datetime | None = None, batch_size: int = 500) -> TickRe
     """
     state = current_state()
     engine = state.chimeway.db.engine
-    now = now or utcnow()
+    now = as_utc(now)
     report = TickReport()
     with sa_orm.Session(bind=engine, expire_on_commit=False) as session:
         while True:
