@@ -1,0 +1,1 @@
+"""Example applications built with Flask-Chimeway; run them from the repository root."""
