@@ -7,10 +7,12 @@ import time
 
 import click
 import sqlalchemy.orm as sa_orm
-from flask.cli import AppGroup
+from flask import current_app
+from flask.cli import AppGroup, with_appcontext
 
 from .errors import TraceNotFoundError
 from .extension import current_state
+from .queues import QUEUES
 
 chimeway_cli = AppGroup("chimeway", help="Flask-Chimeway: trace and progress notifications.")
 
@@ -59,3 +61,63 @@ def progress_command(now_text: str | None, every: float | None) -> None:
         if every is None:
             return
         time.sleep(every)
+
+
+@chimeway_cli.command("worker")
+@click.option(
+    "--queues",
+    default=",".join(QUEUES),
+    show_default=True,
+    help="Comma-separated queues to listen on, in priority order.",
+)
+@click.option("--burst", is_flag=True, help="Quit when the queues are empty.")
+@click.option(
+    "--simple",
+    is_flag=True,
+    help="Run jobs in the worker process instead of forking per job (faster).",
+)
+@click.option(
+    "--scheduler/--no-scheduler",
+    "with_scheduler",
+    default=True,
+    show_default=True,
+    help="Also move retries scheduled for later (RQ's scheduler).",
+)
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Quit after this many jobs.")
+@with_appcontext
+def worker_command(
+    queues: str, burst: bool, simple: bool, with_scheduler: bool, max_jobs: int | None
+) -> None:
+    """Run an RQ worker for Chimeway's queues; every job runs in the app context."""
+    from .worker import run_worker
+
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    if not names:
+        raise click.BadParameter("name at least one queue.", param_hint="--queues")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    run_worker(
+        app,
+        names,
+        burst=burst,
+        simple=simple,
+        with_scheduler=with_scheduler,
+        max_jobs=max_jobs,
+    )
+
+
+@chimeway_cli.command("scheduler")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.5),
+    default=5,
+    show_default=True,
+    help="Seconds between scheduler polls.",
+)
+@click.option("--burst", is_flag=True, help="Enqueue what is due once, then quit.")
+@with_appcontext
+def scheduler_command(interval: float, burst: bool) -> None:
+    """Run rq-scheduler with the every-minute progression tick registered once."""
+    from .scheduler import run_scheduler
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    run_scheduler(app, interval=interval, burst=burst)

@@ -65,6 +65,12 @@ def perform_delivery(
             outcome = exc
         status = record_outcome(session, state.settings, claim, outcome)
         session.commit()
+        if status is DeliveryStatus.FAILED and state.settings.dispatcher == "rq":
+            from .queues import schedule_retry
+
+            delivery = session.get(Delivery, delivery_id)
+            if delivery is not None and delivery.next_attempt_at is not None:
+                schedule_retry(state, delivery_id, claim.attempt + 1, delivery.next_attempt_at)
         return status
 
 

@@ -88,13 +88,18 @@ def _after_transaction_end(session: sa_orm.Session, transaction: sa_orm.SessionT
 
 
 def dispatch_committed(batches: list[Batch]) -> None:
-    """Act on committed deliveries: perform them now (``sync``) or enqueue them (``rq``)."""
+    """Act on committed deliveries: perform them now (``sync``) or push their jobs in one
+    Redis pipeline (``rq``)."""
     by_target: dict[tuple[Flask, sa.Engine], list[int]] = {}
     for app, engine, ids in batches:
         by_target.setdefault((app, engine), []).extend(ids)
     for (app, engine), ids in by_target.items():
-        settings = app.extensions["chimeway"].settings
-        if settings.dispatcher == "sync":
+        state = app.extensions["chimeway"]
+        if state.settings.dispatcher == "rq":
+            from .queues import enqueue_deliveries
+
+            enqueue_deliveries(state, [(delivery_id, 1) for delivery_id in ids])
+        else:
             _perform_now(app, engine, ids)
 
 

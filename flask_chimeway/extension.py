@@ -40,6 +40,10 @@ class State:
     redactor: Redactor
     #: Active :func:`flask_chimeway.testing.capture` outboxes.
     outboxes: list[Outbox] = dataclasses.field(default_factory=list)
+    #: The Redis connection of the ``rq`` dispatcher, made on first use.
+    redis: t.Any = None
+    #: Set after "Redis is unreachable" was logged, cleared by the next success.
+    redis_warned: bool = False
 
     @property
     def channels(self) -> dict[str, Channel]:

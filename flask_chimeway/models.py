@@ -162,9 +162,11 @@ class Delivery(Base):
     #: What is sent, rendered at trigger time from the unredacted params.
     content: sa_orm.Mapped[dict[str, t.Any]]
     attempt_count: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer, default=0)
-    next_attempt_at: sa_orm.Mapped[dt.datetime | None]
+    #: When the next attempt is due: the creation time for a new delivery, the backoff
+    #: for a failed one, ``None`` once terminal. The tick finds due rows through the
+    #: ``(status, next_attempt_at)`` index.
+    next_attempt_at: sa_orm.Mapped[dt.datetime | None] = sa_orm.mapped_column(default=utcnow)
     lease_expires_at: sa_orm.Mapped[dt.datetime | None]
-    enqueued_at: sa_orm.Mapped[dt.datetime | None]
     created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
     updated_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
     completed_at: sa_orm.Mapped[dt.datetime | None]
@@ -248,9 +250,7 @@ def _refuse_update(mapper: sa_orm.Mapper[t.Any], connection: sa.Connection, targ
 @functools.cache
 def _datetime_keys(mapper: sa_orm.Mapper[t.Any]) -> tuple[str, ...]:
     return tuple(
-        attr.key
-        for attr in mapper.column_attrs
-        if isinstance(attr.columns[0].type, sa.DateTime)
+        attr.key for attr in mapper.column_attrs if isinstance(attr.columns[0].type, sa.DateTime)
     )
 
 

@@ -1,4 +1,5 @@
-"""The progression tick for deliveries: expire stale leases, perform what is due."""
+"""The progression tick for deliveries: expire stale leases, then perform (``sync``) or
+enqueue (``rq``) what is due."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import sqlalchemy as sa
 import sqlalchemy.orm as sa_orm
 
 from .delivery import perform_delivery, retry_or_give_up
-from .extension import current_state
+from .extension import State, current_state
 from .lifecycle import AttemptOutcome, DeliveryStatus
 from .models import Delivery, DeliveryAttempt, as_utc
 
 logger = logging.getLogger(__name__)
+
+DUE_STATUSES = (DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value)
 
 
 @dataclasses.dataclass
@@ -23,85 +26,132 @@ class TickReport:
 
     abandoned: int = 0
     performed: int = 0
+    enqueued: int = 0
 
     def __str__(self) -> str:
-        return f"{self.abandoned} stale lease(s) expired, {self.performed} delivery(ies) performed"
+        return (
+            f"{self.abandoned} stale lease(s) expired, {self.performed} delivery(ies)"
+            f" performed, {self.enqueued} delivery job(s) enqueued"
+        )
 
 
 def progress(*, now: dt.datetime | None = None, batch_size: int = 500) -> TickReport:
-    """Run one tick in the current app: safe to run in several processes at once.
+    """Run one tick in the current app. Safe to run in several processes at once: every
+    step locks the rows it works on with ``FOR UPDATE SKIP LOCKED`` (on PostgreSQL) and
+    re-checks them.
 
-    1. Deliveries stuck in ``sending`` past their lease get an ``abandoned`` attempt and are
-       retried (or cancelled when no attempt is left).
-    2. Deliveries that are ``pending``, or ``failed`` with a retry due, are performed.
+    1. Deliveries stuck in ``sending`` past their lease get an ``abandoned`` attempt and
+       are due again at once (or cancelled when no attempt is left).
+    2. Due deliveries (``pending``, or ``failed`` with the retry time passed) are performed
+       in-process with the ``sync`` dispatcher. With ``rq`` they are enqueued when they
+       have been due for ``CHIMEWAY_REQUEUE_AFTER`` seconds and no live job exists for
+       them: never enqueued (Redis was down at commit), lost (Redis was flushed), or a
+       retry the scheduler did not move.
 
     :param now: evaluate as of this time instead of the clock.
-    :param batch_size: rows locked per query; the tick loops until nothing is due.
+    :param batch_size: rows per query; the tick loops until nothing is left.
     """
     state = current_state()
     engine = state.chimeway.db.engine
     now = as_utc(now)
     report = TickReport()
     with sa_orm.Session(bind=engine, expire_on_commit=False) as session:
-        while True:
-            stale = session.scalars(
-                sa.select(Delivery)
-                .where(
-                    Delivery.status == DeliveryStatus.SENDING.value,
-                    Delivery.lease_expires_at <= now,
-                )
-                .order_by(Delivery.lease_expires_at)
-                .limit(batch_size)
-                .with_for_update(skip_locked=True)
-            ).all()
-            for delivery in stale:
-                session.add(
-                    DeliveryAttempt(
-                        delivery_id=delivery.id,
-                        number=delivery.attempt_count,
-                        outcome=AttemptOutcome.ABANDONED.value,
-                        started_at=delivery.updated_at,
-                        finished_at=now,
-                        error_message="the lease expired before the channel call finished",
-                    )
-                )
-                retry_or_give_up(
-                    session,
-                    state.settings,
-                    delivery,
-                    None,
-                    now=now,
-                    reason="lease_expired",
-                    retry_at=now,
-                )
-            session.commit()
-            report.abandoned += len(stale)
-            if len(stale) < batch_size:
-                break
-        after_id = 0
-        while True:
-            due = session.scalars(
-                sa.select(Delivery.id)
-                .where(
-                    Delivery.id > after_id,
-                    sa.or_(
-                        Delivery.status == DeliveryStatus.PENDING.value,
-                        sa.and_(
-                            Delivery.status == DeliveryStatus.FAILED.value,
-                            Delivery.next_attempt_at <= now,
-                        ),
-                    ),
-                )
-                .order_by(Delivery.id)
-                .limit(batch_size)
-            ).all()
-            session.rollback()
-            for delivery_id in due:
-                if perform_delivery(delivery_id, engine=engine, now=now) is not None:
-                    report.performed += 1
-            if len(due) < batch_size:
-                break
-            after_id = due[-1]
-    if report.abandoned or report.performed:
+        report.abandoned = _expire_leases(session, state, now, batch_size)
+        if state.settings.dispatcher == "rq":
+            report.enqueued = _enqueue_due(session, state, now, batch_size)
+        else:
+            report.performed = _perform_due(session, engine, now, batch_size)
+    if report.abandoned or report.performed or report.enqueued:
         logger.info("chimeway tick: %s", report)
     return report
+
+
+def _expire_leases(session: sa_orm.Session, state: State, now: dt.datetime, limit: int) -> int:
+    total = 0
+    while True:
+        stale = session.scalars(
+            sa.select(Delivery)
+            .where(
+                Delivery.status == DeliveryStatus.SENDING.value,
+                Delivery.lease_expires_at <= now,
+            )
+            .order_by(Delivery.lease_expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for delivery in stale:
+            session.add(
+                DeliveryAttempt(
+                    delivery_id=delivery.id,
+                    number=delivery.attempt_count,
+                    outcome=AttemptOutcome.ABANDONED.value,
+                    started_at=delivery.updated_at,
+                    finished_at=now,
+                    error_message="the lease expired before the channel call finished",
+                )
+            )
+            retry_or_give_up(
+                session,
+                state.settings,
+                delivery,
+                None,
+                now=now,
+                reason="lease_expired",
+                retry_at=now,
+            )
+        session.commit()
+        total += len(stale)
+        if len(stale) < limit:
+            return total
+
+
+def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(Delivery.status.in_(DUE_STATUSES), Delivery.next_attempt_at <= now)
+
+
+def _perform_due(session: sa_orm.Session, engine: sa.Engine, now: dt.datetime, limit: int) -> int:
+    performed = 0
+    after_id = 0
+    while True:
+        due = session.scalars(
+            sa.select(Delivery.id)
+            .where(_due(now), Delivery.id > after_id)
+            .order_by(Delivery.id)
+            .limit(limit)
+        ).all()
+        session.rollback()
+        for delivery_id in due:
+            if perform_delivery(delivery_id, engine=engine, now=now) is not None:
+                performed += 1
+        if len(due) < limit:
+            return performed
+        after_id = due[-1]
+
+
+def _enqueue_due(session: sa_orm.Session, state: State, now: dt.datetime, limit: int) -> int:
+    from .queues import delivery_job_id, enqueue_deliveries, live_job_ids
+
+    cutoff = now - dt.timedelta(seconds=state.settings.requeue_after)
+    enqueued = 0
+    after_id = 0
+    while True:
+        # The row locks keep concurrent ticks on disjoint rows until the jobs are pushed.
+        rows = session.execute(
+            sa.select(Delivery.id, Delivery.attempt_count)
+            .where(_due(cutoff), Delivery.id > after_id)
+            .order_by(Delivery.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        wanted = {delivery_job_id(i, n + 1): (i, n + 1) for i, n in rows}
+        live = live_job_ids(state, list(wanted))
+        if live is None:  # Redis is down: try again on the next tick
+            session.rollback()
+            return enqueued
+        missing = [item for job_id, item in wanted.items() if job_id not in live]
+        if missing and enqueue_deliveries(state, missing):
+            enqueued += len(missing)
+        session.rollback()
+        if len(rows) < limit:
+            return enqueued
+        after_id = rows[-1][0]

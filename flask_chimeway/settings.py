@@ -14,6 +14,8 @@ DISPATCHERS = ("sync", "rq")
 DEFAULTS: dict[str, t.Any] = {
     "CHIMEWAY_DISPATCHER": "sync",
     "CHIMEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "CHIMEWAY_REDIS_TIMEOUT": 1.0,
+    "CHIMEWAY_REQUEUE_AFTER": 30,
     "CHIMEWAY_MAX_ATTEMPTS": 5,
     "CHIMEWAY_BACKOFF_BASE": 30.0,
     "CHIMEWAY_BACKOFF_MAX": 3600.0,
@@ -29,6 +31,8 @@ class Settings:
 
     dispatcher: str
     redis_url: str
+    redis_timeout: float
+    requeue_after: int
     max_attempts: int
     backoff_base: float
     backoff_max: float
@@ -78,6 +82,8 @@ class Settings:
         return cls(
             dispatcher=dispatcher,
             redis_url=redis_url,
+            redis_timeout=_positive_number(config, "CHIMEWAY_REDIS_TIMEOUT"),
+            requeue_after=_positive_int(config, "CHIMEWAY_REQUEUE_AFTER"),
             max_attempts=_positive_int(config, "CHIMEWAY_MAX_ATTEMPTS"),
             backoff_base=backoff_base,
             backoff_max=backoff_max,
