@@ -41,7 +41,8 @@ def progress(*, now: dt.datetime | None = None, batch_size: int = 500) -> TickRe
     re-checks them.
 
     1. Deliveries stuck in ``sending`` past their lease get an ``abandoned`` attempt and
-       are due again at once (or cancelled when no attempt is left).
+       are due again at once (or cancelled when no attempt is left); with ``rq`` their
+       next job is enqueued right away.
     2. Due deliveries (``pending``, or ``failed`` with the retry time passed) are performed
        in-process with the ``sync`` dispatcher. With ``rq`` they are enqueued when they
        have been due for ``CHIMEWAY_REQUEUE_AFTER`` seconds and no live job exists for
@@ -56,9 +57,14 @@ def progress(*, now: dt.datetime | None = None, batch_size: int = 500) -> TickRe
     now = as_utc(now)
     report = TickReport()
     with sa_orm.Session(bind=engine, expire_on_commit=False) as session:
-        report.abandoned = _expire_leases(session, state, now, batch_size)
+        retry = _expire_leases(session, state, now, batch_size)
+        report.abandoned = len(retry)
         if state.settings.dispatcher == "rq":
-            report.enqueued = _enqueue_due(session, state, now, batch_size)
+            from .queues import enqueue_deliveries
+
+            if retry and enqueue_deliveries(state, retry):
+                report.enqueued += len(retry)
+            report.enqueued += _enqueue_due(session, state, now, batch_size)
         else:
             report.performed = _perform_due(session, engine, now, batch_size)
     if report.abandoned or report.performed or report.enqueued:
@@ -66,8 +72,11 @@ def progress(*, now: dt.datetime | None = None, batch_size: int = 500) -> TickRe
     return report
 
 
-def _expire_leases(session: sa_orm.Session, state: State, now: dt.datetime, limit: int) -> int:
-    total = 0
+def _expire_leases(
+    session: sa_orm.Session, state: State, now: dt.datetime, limit: int
+) -> list[tuple[int, int]]:
+    """Record abandoned attempts; the ``(delivery_id, next attempt)`` due again now."""
+    retry: list[tuple[int, int]] = []
     while True:
         stale = session.scalars(
             sa.select(Delivery)
@@ -90,7 +99,7 @@ def _expire_leases(session: sa_orm.Session, state: State, now: dt.datetime, limi
                     error_message="the lease expired before the channel call finished",
                 )
             )
-            retry_or_give_up(
+            status = retry_or_give_up(
                 session,
                 state.settings,
                 delivery,
@@ -99,10 +108,11 @@ def _expire_leases(session: sa_orm.Session, state: State, now: dt.datetime, limi
                 reason="lease_expired",
                 retry_at=now,
             )
+            if status is DeliveryStatus.FAILED:
+                retry.append((delivery.id, delivery.attempt_count + 1))
         session.commit()
-        total += len(stale)
         if len(stale) < limit:
-            return total
+            return retry
 
 
 def _due(now: dt.datetime) -> sa.ColumnElement[bool]:

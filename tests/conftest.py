@@ -102,3 +102,32 @@ def app(make_app: AppFactory) -> t.Iterator[Flask]:
     app = make_app()
     with app.app_context():
         yield app
+
+
+REDIS_TEST_URL = os.environ.get("CHIMEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis db index the tests own; flushed before and after each test using it."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_missing("Redis at " + REDIS_TEST_URL, exc)
+    finally:
+        client.close()
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> t.Iterator[t.Any]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
