@@ -15,6 +15,7 @@ from .channels import Message, SendResult
 from .errors import DeliveryError
 from .lifecycle import AttemptOutcome, DeliveryStatus, transition
 from .models import Delivery, DeliveryAttempt, as_utc
+from .recipients import Recipient
 from .settings import Settings
 
 if t.TYPE_CHECKING:
@@ -37,14 +38,22 @@ class Claim:
 
 
 def perform_delivery(
-    delivery_id: int, *, engine: sa.Engine | None = None, now: dt.datetime | None = None
+    delivery_id: int,
+    *,
+    attempt: int | None = None,
+    engine: sa.Engine | None = None,
+    now: dt.datetime | None = None,
 ) -> DeliveryStatus | None:
     """Claim, send and record one delivery; the whole of a delivery job.
 
     Idempotent: returns ``None`` without sending when the delivery is gone, locked by
-    another worker, already being sent, finished, or not yet due for a retry. Runs in the
-    current app context with its own session, committing twice (the claim, the outcome).
+    another worker, already being sent, finished, or not due. Runs in the current app
+    context with its own session, committing twice (the claim, then the outcome).
 
+    :param attempt: the attempt number a job was enqueued for. The delivery is claimed
+        only if that attempt has not happened yet, whatever the clock says, so a duplicate
+        job does nothing and a worker whose clock lags still sends a new delivery. Without
+        it, the delivery is claimed when its ``next_attempt_at`` has come.
     :param engine: the engine holding the rows (``db.engine`` by default).
     :param now: evaluate as of this time (tests and ``--now``).
     :return: the status the delivery ended in, or ``None`` when nothing was done.
@@ -53,9 +62,16 @@ def perform_delivery(
 
     state = current_state()
     engine = engine if engine is not None else state.chimeway.db.engine
+    now = as_utc(now) if now is not None else None
     with sa_orm.Session(bind=engine, expire_on_commit=False) as session:
-        claim = claim_delivery(session, state, delivery_id, now=now)
-        session.commit()
+        try:
+            claim = claim_delivery(session, state, delivery_id, attempt=attempt, now=now)
+            session.commit()
+        except sa_orm.exc.StaleDataError:
+            # another process claimed it between our read and our write (SQLite has no
+            # row locks; the version column catches it)
+            session.rollback()
+            return None
         if claim is None:
             return None
         outcome: SendResult | BaseException | None
@@ -63,8 +79,18 @@ def perform_delivery(
             outcome = send(state, claim.message)
         except Exception as exc:
             outcome = exc
-        status = record_outcome(session, state.settings, claim, outcome)
-        session.commit()
+        try:
+            status = record_outcome(session, state.settings, claim, outcome, now=now)
+            session.commit()
+        except sa_orm.exc.StaleDataError:
+            session.rollback()
+            logger.warning(
+                "delivery %s attempt %s: the outcome could not be recorded because the"
+                " delivery changed meanwhile (its lease was taken over)",
+                delivery_id,
+                claim.attempt,
+            )
+            return None
         if status is DeliveryStatus.FAILED and state.settings.dispatcher == "rq":
             from .queues import schedule_retry
 
@@ -75,11 +101,17 @@ def perform_delivery(
 
 
 def claim_delivery(
-    session: sa_orm.Session, state: State, delivery_id: int, *, now: dt.datetime | None = None
+    session: sa_orm.Session,
+    state: State,
+    delivery_id: int,
+    *,
+    attempt: int | None = None,
+    now: dt.datetime | None = None,
 ) -> Claim | None:
     """Lock the delivery, re-check it, and move it to ``sending`` under a lease.
 
-    Flushes but does not commit. ``None`` when there is nothing to do.
+    Flushes but does not commit. ``None`` when there is nothing to do. See
+    :func:`perform_delivery` for ``attempt``.
     """
     now = as_utc(now)
     delivery = session.scalars(
@@ -89,24 +121,54 @@ def claim_delivery(
     ).first()
     if delivery is None:
         return None
-    if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+    if attempt is not None:
+        if delivery.attempt_count != attempt - 1:
+            return None
+    elif delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
         return None
     notification = delivery.notification
     event = notification.event
     cancel_reason = None
+    recipient: Recipient | None = None
     if event.notifier_key not in state.chimeway.notifiers:
         cancel_reason = "notifier_missing"
     elif delivery.channel not in state.channels:
         cancel_reason = "channel_missing"
+    elif notification.recipient_data is not None:
+        recipient = Recipient(**notification.recipient_data)
     else:
-        recipient = state.chimeway.load_recipient(notification.recipient_id)
+        try:
+            recipient = state.chimeway.load_recipient(notification.recipient_id)
+        except Exception as exc:
+            # the loader failed (its database, its service): an attempt that failed
+            logger.warning(
+                "delivery %s: the recipient loader raised %s", delivery.id, type(exc).__name__
+            )
+            delivery.attempt_count += 1
+            transition(session, delivery, DeliveryStatus.SENDING, "claimed", now=now)
+            session.add(_attempt(delivery, now, now, exc))
+            retry_or_give_up(
+                session,
+                state.settings,
+                delivery,
+                f"recipient loader: {exc}"[:2000],
+                now=now,
+                reason="recipient_loader_failed",
+            )
+            session.flush()
+            return None
         if recipient is None:
             cancel_reason = "recipient_missing"
-    if cancel_reason is not None:
-        transition(session, delivery, DeliveryStatus.CANCELLED, cancel_reason, now=now)
+    if cancel_reason is not None or recipient is None:
+        transition(
+            session,
+            delivery,
+            DeliveryStatus.CANCELLED,
+            cancel_reason or "recipient_missing",
+            now=now,
+        )
         session.flush()
         return None
-    assert recipient is not None
     delivery.attempt_count += 1
     transition(session, delivery, DeliveryStatus.SENDING, "claimed", now=now)
     delivery.lease_expires_at = now + dt.timedelta(seconds=state.settings.lease_seconds)
@@ -116,7 +178,7 @@ def claim_delivery(
         notification_id=notification.id,
         event_id=event.id,
         attempt=delivery.attempt_count,
-        idempotency_key=f"chimeway-{delivery.id}-{delivery.attempt_count}",
+        idempotency_key=f"chimeway-delivery-{delivery.id}",
         channel=delivery.channel,
         notifier_key=event.notifier_key,
         tenant=event.tenant or None,
@@ -160,25 +222,15 @@ def record_outcome(
             claim.attempt,
         )
         return None
-    attempt = DeliveryAttempt(
-        delivery_id=delivery.id,
-        number=claim.attempt,
-        started_at=claim.started_at,
-        finished_at=now,
-    )
-    if not isinstance(outcome, BaseException):
-        attempt.outcome = AttemptOutcome.SUCCEEDED.value
-        attempt.provider_message_id = outcome.provider_message_id if outcome else None
-        session.add(attempt)
+    error = outcome if isinstance(outcome, BaseException) else None
+    attempt = _attempt(delivery, claim.started_at, now, error, number=claim.attempt)
+    session.add(attempt)
+    if error is None:
+        if isinstance(outcome, SendResult):
+            attempt.provider_message_id = outcome.provider_message_id
         transition(session, delivery, DeliveryStatus.SUCCEEDED, "sent", now=now)
         return DeliveryStatus.SUCCEEDED
-    attempt.error_class = f"{type(outcome).__module__}.{type(outcome).__qualname__}"
-    attempt.error_message = str(outcome)[:2000]
-    permanent = isinstance(outcome, DeliveryError) and not outcome.retryable
-    attempt.outcome = (
-        AttemptOutcome.PERMANENT_FAILURE if permanent else AttemptOutcome.TRANSIENT_FAILURE
-    ).value
-    session.add(attempt)
+    permanent = attempt.outcome == AttemptOutcome.PERMANENT_FAILURE
     logger.debug(
         "delivery %s attempt %s failed: %s", delivery.id, claim.attempt, attempt.error_class
     )
@@ -215,6 +267,32 @@ def retry_or_give_up(
     transition(session, delivery, DeliveryStatus.FAILED, reason, detail=detail, now=now)
     delivery.next_attempt_at = retry_at or now + backoff(settings, delivery.attempt_count)
     return DeliveryStatus.FAILED
+
+
+def _attempt(
+    delivery: Delivery,
+    started_at: dt.datetime,
+    finished_at: dt.datetime,
+    error: BaseException | None,
+    *,
+    number: int | None = None,
+) -> DeliveryAttempt:
+    """The attempt row for a finished call: its outcome follows the error's class."""
+    attempt = DeliveryAttempt(
+        delivery_id=delivery.id,
+        number=delivery.attempt_count if number is None else number,
+        started_at=started_at,
+        finished_at=finished_at,
+        outcome=AttemptOutcome.SUCCEEDED.value,
+    )
+    if error is not None:
+        permanent = isinstance(error, DeliveryError) and not error.retryable
+        attempt.outcome = (
+            AttemptOutcome.PERMANENT_FAILURE if permanent else AttemptOutcome.TRANSIENT_FAILURE
+        ).value
+        attempt.error_class = f"{type(error).__module__}.{type(error).__qualname__}"
+        attempt.error_message = str(error)[:2000]
+    return attempt
 
 
 def backoff(settings: Settings, attempts: int) -> dt.timedelta:

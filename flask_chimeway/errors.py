@@ -56,7 +56,7 @@ class ContentError(TriggerError):
 
 
 class InvalidContentError(ContentError):
-    """``Notifier.build`` returned something that is not a mapping of strings."""
+    """``Notifier.build`` returned something that is not a mapping JSON can store."""
 
 
 class TemplateNotFoundError(ContentError):
@@ -74,11 +74,12 @@ class TraceNotFoundError(ChimewayError):
 class DeliveryError(ChimewayError):
     """Raised by a channel's ``send`` when the provider did not accept the message.
 
-    The subclass carries the retry decision: :attr:`retryable` is ``True`` for
-    :class:`TransientDeliveryError` and ``False`` for :class:`PermanentDeliveryError`.
+    The class carries the retry decision in :attr:`retryable`: ``True`` (retry) for this
+    class and :class:`TransientDeliveryError`, ``False`` for
+    :class:`PermanentDeliveryError`. A subclass may set it either way.
     """
 
-    retryable: bool = False
+    retryable: bool = True
 
 
 class TransientDeliveryError(DeliveryError):

@@ -141,6 +141,6 @@ def format_trace(tr: Trace) -> str:
                 if e.detail:
                     text += f"  [{e.detail}]"
                 lines.append(text)
-            if d.next_attempt_at is not None:
+            if d.status == "failed" and d.next_attempt_at is not None:
                 lines.append(f"      next attempt due {_time(d.next_attempt_at)}")
     return "\n".join(lines)

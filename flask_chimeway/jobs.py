@@ -7,9 +7,10 @@ from .delivery import perform_delivery
 from .progress import progress
 
 
-def perform_delivery_job(delivery_id: int) -> str | None:
-    """Claim, send and record one delivery; the status it ended in, or ``None``."""
-    status = perform_delivery(delivery_id)
+def perform_delivery_job(delivery_id: int, attempt: int | None = None) -> str | None:
+    """Claim, send and record ``attempt`` of a delivery; the status it ended in, or
+    ``None`` when there was nothing to do (a duplicate job, a finished delivery)."""
+    status = perform_delivery(delivery_id, attempt=attempt)
     return None if status is None else status.value
 
 

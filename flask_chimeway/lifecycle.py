@@ -70,6 +70,7 @@ REASONS = {
     "notifier_missing": "no notifier is registered under the event's key any more",
     "channel_missing": "the channel is not registered in this app any more",
     "recipient_missing": "the recipient loader no longer knows the recipient",
+    "recipient_loader_failed": "the recipient loader raised; a retry is scheduled",
 }
 
 

@@ -90,7 +90,9 @@ class Event(Base):
     created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
 
     notifications: sa_orm.Mapped[list[Notification]] = sa_orm.relationship(
-        back_populates="event", order_by="Notification.id"
+        back_populates="event",
+        order_by="Notification.id",
+        cascade="all, delete-orphan",
     )
 
     @property
@@ -117,6 +119,9 @@ class Notification(Base):
     )
     tenant: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200), default="")
     recipient_id: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(255))
+    #: The :class:`~flask_chimeway.Recipient` given to ``trigger``, kept and used at send
+    #: time; ``None`` when an identity was given (the loader resolves it at send time).
+    recipient_data: sa_orm.Mapped[dict[str, t.Any] | None]
     notifier_key: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200))
     created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
     seen_at: sa_orm.Mapped[dt.datetime | None]
@@ -125,7 +130,9 @@ class Notification(Base):
 
     event: sa_orm.Mapped[Event] = sa_orm.relationship(back_populates="notifications")
     deliveries: sa_orm.Mapped[list[Delivery]] = sa_orm.relationship(
-        back_populates="notification", order_by="Delivery.id"
+        back_populates="notification",
+        order_by="Delivery.id",
+        cascade="all, delete-orphan",
     )
 
     @property
@@ -173,11 +180,20 @@ class Delivery(Base):
 
     notification: sa_orm.Mapped[Notification] = sa_orm.relationship(back_populates="deliveries")
     attempts: sa_orm.Mapped[list[DeliveryAttempt]] = sa_orm.relationship(
-        back_populates="delivery", order_by="DeliveryAttempt.number"
+        back_populates="delivery",
+        order_by="DeliveryAttempt.number",
+        cascade="all, delete-orphan",
     )
     transitions: sa_orm.Mapped[list[DeliveryTransition]] = sa_orm.relationship(
-        back_populates="delivery", order_by="DeliveryTransition.id"
+        back_populates="delivery",
+        order_by="DeliveryTransition.id",
+        cascade="all, delete-orphan",
     )
+    #: Bumped by every UPDATE and checked by it (optimistic locking), so two processes
+    #: that read the same row on SQLite, which has no row locks, cannot both claim it.
+    version: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
 
     @property
     def public_id(self) -> str:
@@ -221,10 +237,11 @@ class DeliveryTransition(Base):
     """One status change of a delivery, with its reason. Append-only."""
 
     __tablename__ = "chimeway_delivery_transitions"
+    __table_args__ = (sa.Index(None, "delivery_id"),)
 
     id: sa_orm.Mapped[int] = sa_orm.mapped_column(BigId, primary_key=True)
     delivery_id: sa_orm.Mapped[int] = sa_orm.mapped_column(
-        sa.ForeignKey("chimeway_deliveries.id", ondelete="CASCADE"), index=True
+        sa.ForeignKey("chimeway_deliveries.id", ondelete="CASCADE")
     )
     from_status: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(20))
     to_status: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(20))

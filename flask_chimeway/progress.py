@@ -131,8 +131,11 @@ def _perform_due(session: sa_orm.Session, engine: sa.Engine, now: dt.datetime, l
         ).all()
         session.rollback()
         for delivery_id in due:
-            if perform_delivery(delivery_id, engine=engine, now=now) is not None:
-                performed += 1
+            try:
+                if perform_delivery(delivery_id, engine=engine, now=now) is not None:
+                    performed += 1
+            except Exception:  # one broken row must not stop the tick for the others
+                logger.exception("chimeway tick: delivery %s could not be performed", delivery_id)
         if len(due) < limit:
             return performed
         after_id = due[-1]

@@ -60,7 +60,7 @@ def enqueue_deliveries(state: State, deliveries: t.Sequence[tuple[int, int]]) ->
     jobs = [
         rq.Queue.prepare_data(
             PERFORM_DELIVERY,
-            args=(delivery_id,),
+            args=(delivery_id, attempt),
             job_id=delivery_job_id(delivery_id, attempt),
             result_ttl=RESULT_TTL,
             description=f"chimeway delivery {delivery_id} attempt {attempt}",
@@ -86,6 +86,7 @@ def schedule_retry(state: State, delivery_id: int, attempt: int, at: dt.datetime
             at,
             PERFORM_DELIVERY,
             delivery_id,
+            attempt,
             job_id=delivery_job_id(delivery_id, attempt),
             result_ttl=RESULT_TTL,
             description=f"chimeway delivery {delivery_id} attempt {attempt}",

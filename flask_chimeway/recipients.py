@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
-from .errors import InvalidRecipientError
+from .errors import InvalidParamsError, InvalidRecipientError
 
 MAX_IDENTITY_LENGTH = 255
 
@@ -96,3 +96,22 @@ def normalize_recipients(recipients: object) -> list[RecipientLike]:
         if identity not in seen:
             seen[identity] = t.cast(RecipientLike, item)
     return list(seen.values())
+
+
+def recipient_snapshot(recipient: Recipient) -> dict[str, t.Any]:
+    """``recipient`` as JSON, to keep with the notification.
+
+    :raise InvalidRecipientError: when its ``data`` or ``addresses`` hold values JSON
+        cannot store.
+    """
+    from .params import validate_params
+
+    values = {f.name: getattr(recipient, f.name) for f in dataclasses.fields(recipient)}
+    values["addresses"] = dict(recipient.addresses)
+    values["data"] = dict(recipient.data)
+    try:
+        return validate_params(values)
+    except InvalidParamsError as exc:
+        raise InvalidRecipientError(
+            f"Recipient {recipient.id!r} cannot be stored: {exc}".replace("params", "recipient")
+        ) from exc

@@ -68,7 +68,11 @@ class Settings:
                 f" ({backoff_base}); it must be at least as large."
             )
         redact = config["CHIMEWAY_REDACT_KEYS"]
-        if isinstance(redact, str) or not all(isinstance(k, str) and k.strip() for k in redact):
+        if (
+            isinstance(redact, str)
+            or not isinstance(redact, t.Iterable)
+            or not all(isinstance(k, str) and k.strip() for k in redact)
+        ):
             raise ConfigurationError(
                 "CHIMEWAY_REDACT_KEYS must be a list of non-blank strings (key fragments"
                 f" to redact in addition to the built-in ones), not {redact!r}."

@@ -22,7 +22,7 @@ from .errors import (
 from .models import Delivery, Event, Notification
 from .notifier import check_content
 from .params import validate_params
-from .recipients import normalize_identity, normalize_recipients
+from .recipients import Recipient, normalize_identity, normalize_recipients, recipient_snapshot
 
 if t.TYPE_CHECKING:
     from .extension import Chimeway, State
@@ -76,7 +76,7 @@ def trigger(
             return _duplicate(session, existing)
 
     notifier = notifier_cls()
-    planned: list[tuple[str, dict[str, dict[str, t.Any]]]] = []
+    planned: list[tuple[str, dict[str, t.Any] | None, dict[str, dict[str, t.Any]]]] = []
     for target in targets:
         recipient = chimeway.load_recipient(target)
         if recipient is None:
@@ -88,7 +88,8 @@ def trigger(
             channel: check_content(key, channel, notifier.build(clean_params, recipient, channel))
             for channel in notifier_cls.channels
         }
-        planned.append((normalize_identity(target), contents))
+        snapshot = recipient_snapshot(target) if isinstance(target, Recipient) else None
+        planned.append((normalize_identity(target), snapshot, contents))
 
     values = {
         "tenant": tenant_value,
@@ -102,7 +103,8 @@ def trigger(
     if event is None:
         # another transaction committed the same key between our check and our insert
         existing = _find_event(session, tenant_value, t.cast(str, idempotency_key))
-        assert existing is not None
+        if existing is None:  # pragma: no cover - the conflict names a committed row
+            raise RuntimeError(f"idempotency key {idempotency_key!r} conflicted, then vanished")
         return _duplicate(session, existing)
 
     session.flush()  # the event's id; on SQLite also its single write lock
@@ -111,10 +113,11 @@ def trigger(
             event_id=event.id,
             tenant=tenant_value,
             recipient_id=identity,
+            recipient_data=snapshot,
             notifier_key=key,
             deliveries=[Delivery(channel=c, content=content) for c, content in contents.items()],
         )
-        for identity, contents in planned
+        for identity, snapshot, contents in planned
     ]
     if session.get_bind(Event).dialect.name == "sqlite":
         _assign_ids(session, Notification, notifications)

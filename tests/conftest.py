@@ -72,9 +72,7 @@ AppFactory: t.TypeAlias = t.Callable[..., Flask]
 
 
 @pytest.fixture
-def make_app(
-    db: SQLAlchemy, chimeway: Chimeway, database_url: str
-) -> t.Iterator[AppFactory]:
+def make_app(db: SQLAlchemy, chimeway: Chimeway, database_url: str) -> t.Iterator[AppFactory]:
     """Build an app with the given config, its tables created; dropped afterwards."""
     apps: list[Flask] = []
 

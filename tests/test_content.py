@@ -60,8 +60,9 @@ def test_build_can_use_the_templates_and_add_to_them(
     assert result.deliveries[0].content == {"text": "Write docs", "url": "/tasks/3"}
 
 
-def test_template_folder_is_configurable(make_app: t.Any, tmp_path: pathlib.Path,
-                                         chimeway: Chimeway) -> None:
+def test_template_folder_is_configurable(
+    make_app: t.Any, tmp_path: pathlib.Path, chimeway: Chimeway
+) -> None:
     folder = tmp_path / "templates" / "notices" / "hello"
     folder.mkdir(parents=True)
     (folder / "in_app.txt").write_text("hello {{ recipient.id }}")

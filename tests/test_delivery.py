@@ -82,7 +82,7 @@ def test_success_records_one_attempt_and_the_transitions(
     assert attempt.provider_message_id == f"p-{delivery.id}-1"
     assert reasons(delivery) == [("sending", "claimed"), ("succeeded", "sent")]
     [message] = flaky.sent
-    assert message.idempotency_key == f"chimeway-{delivery.id}-1"
+    assert message.idempotency_key == f"chimeway-delivery-{delivery.id}"
 
 
 def test_a_channel_error_is_recorded_and_never_reaches_the_caller(
@@ -132,7 +132,8 @@ def test_transient_errors_retry_on_the_tick_until_success(
     assert progress(now=due - dt.timedelta(seconds=1)).performed == 0
     assert progress(now=due).performed == 1
     second_due = only_delivery(db).next_attempt_at
-    assert second_due is not None and second_due > due
+    assert second_due is not None
+    assert second_due > due
     assert progress(now=second_due).performed == 1
 
     delivery = only_delivery(db)
@@ -144,6 +145,8 @@ def test_transient_errors_retry_on_the_tick_until_success(
     ]
     assert [a.number for a in delivery.attempts] == [1, 2, 3]
     assert [m.attempt for m in flaky.sent] == [1, 2, 3]
+    # one key for every attempt, so a provider can drop a retry it already accepted
+    assert len({m.idempotency_key for m in flaky.sent}) == 1
 
 
 def test_transient_errors_until_exhaustion_cancel(
@@ -267,7 +270,7 @@ def test_illegal_transitions_are_refused(app: Flask, db: SQLAlchemy, alert: t.An
     alert.trigger(1)
     db.session.commit()
     delivery = only_delivery(db)
-    with pytest.raises(IllegalTransitionError, match="cannot go from succeeded to sending"):
+    with pytest.raises(IllegalTransitionError, match=r"cannot go from succeeded to sending"):
         transition(db.session, delivery, DeliveryStatus.SENDING, "claimed")
     assert delivery.status == "succeeded"
 
@@ -279,26 +282,22 @@ def test_the_transition_table_is_closed() -> None:
     assert {"succeeded", "cancelled", "suppressed", "digested"} == {s.value for s in TERMINAL}
 
 
-def test_attempts_and_transitions_are_append_only(
-    app: Flask, db: SQLAlchemy, alert: t.Any
-) -> None:
+def test_attempts_and_transitions_are_append_only(app: Flask, db: SQLAlchemy, alert: t.Any) -> None:
     alert.trigger(1)
     db.session.commit()
     attempt = db.session.scalars(sa.select(DeliveryAttempt)).one()
     attempt.outcome = "succeeded-ish"
-    with pytest.raises(TypeError, match="append-only"):
+    with pytest.raises(TypeError, match=r"append-only"):
         db.session.flush()
     db.session.rollback()
     log = db.session.scalars(sa.select(DeliveryTransition)).first()
     assert log is not None
     log.reason = "rewritten"
-    with pytest.raises(TypeError, match="append-only"):
+    with pytest.raises(TypeError, match=r"append-only"):
         db.session.flush()
 
 
-def test_backoff_grows_exponentially_with_jitter_and_a_cap(
-    app: Flask, chimeway: Chimeway
-) -> None:
+def test_backoff_grows_exponentially_with_jitter_and_a_cap(app: Flask, chimeway: Chimeway) -> None:
     settings = chimeway.get_state().settings  # base 30 s, max 3600 s
     for attempts, ceiling in [(1, 30), (2, 60), (3, 120), (8, 3600), (30, 3600)]:
         waits = {backoff(settings, attempts).total_seconds() for _ in range(50)}
@@ -320,3 +319,106 @@ def test_log_channel_logs_ids_not_content_at_info(
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any("logged" in m and "recipient 1" in m for m in info)
     assert not any("secret plan" in m for m in info)
+
+
+def test_a_recipient_passed_to_trigger_is_kept_for_the_send(
+    app: Flask, db: SQLAlchemy, alert: t.Any, flaky: Flaky
+) -> None:
+    from flask_chimeway import Recipient
+
+    alert.trigger(Recipient(id="u1", email="ada@example.com", addresses={"flaky": "dev-1"}))
+    db.session.commit()
+    [message] = flaky.sent
+    assert message.recipient.email == "ada@example.com"
+    assert message.address == "dev-1"
+
+
+def test_a_recipient_loader_that_raises_is_a_failed_attempt(
+    app: Flask, db: SQLAlchemy, alert: t.Any, flaky: Flaky, chimeway: Chimeway
+) -> None:
+    from flask_chimeway import Recipient
+
+    broken = {"on": False}
+
+    def load(identity: str) -> Recipient:
+        if broken["on"]:
+            raise ConnectionError("users service down")
+        return Recipient(id=identity)
+
+    chimeway.recipient_loader(load)
+    alert.trigger([1, 2])
+    db.session.info.clear()  # forget the staged ids: as if the process died at commit
+    db.session.commit()
+    broken["on"] = True
+    assert progress().performed == 0  # neither row stops the tick for the other
+
+    db.session.expire_all()
+    rows = db.session.scalars(sa.select(Delivery).order_by(Delivery.id)).all()
+    assert [(d.status, d.status_reason) for d in rows] == [
+        ("failed", "recipient_loader_failed")
+    ] * 2
+    assert rows[0].attempts[0].error_class == "builtins.ConnectionError"
+    broken["on"] = False
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert progress(now=later).performed == 2
+    assert len(flaky.sent) == 2
+
+
+def test_a_job_for_an_attempt_runs_whatever_the_workers_clock_says(
+    app: Flask, db: SQLAlchemy, alert: t.Any, flaky: Flaky
+) -> None:
+    alert.trigger(1)
+    db.session.info.clear()  # forget the staged ids: as if the process died at commit
+    db.session.commit()
+    delivery = only_delivery(db)
+    lagging = delivery.created_at - dt.timedelta(minutes=5)
+    assert perform_delivery(delivery.id, now=lagging) is None, "not due by that clock"
+    assert perform_delivery(delivery.id, attempt=2, now=lagging) is None, "not attempt 2"
+    assert perform_delivery(delivery.id, attempt=1, now=lagging) == DeliveryStatus.SUCCEEDED
+    assert perform_delivery(delivery.id, attempt=1) is None, "a duplicate job does nothing"
+    assert len(flaky.sent) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_two_claims_of_one_row_on_sqlite_give_one_lease(
+    app: Flask, db: SQLAlchemy, alert: t.Any, chimeway: Chimeway
+) -> None:
+    """SQLite has no row locks: both sessions read the row as pending, the version column
+    makes the second write fail instead of claiming it again."""
+    from flask_chimeway.delivery import claim_delivery
+
+    alert.trigger(1)
+    db.session.info.clear()  # forget the staged ids: as if the process died at commit
+    db.session.commit()
+    delivery_id = only_delivery(db).id
+    state = chimeway.get_state()
+    with sa.orm.Session(db.engine) as first, sa.orm.Session(db.engine) as second:
+        stale = second.get(Delivery, delivery_id)  # read as pending, version 1
+        assert stale is not None
+        assert claim_delivery(first, state, delivery_id) is not None
+        first.commit()
+        stale.attempt_count += 1
+        transition(second, stale, DeliveryStatus.SENDING, "claimed")
+        with pytest.raises(sa.orm.exc.StaleDataError):
+            second.flush()
+
+
+def test_the_base_delivery_error_is_retried(
+    app: Flask, db: SQLAlchemy, alert: t.Any, flaky: Flaky
+) -> None:
+    from flask_chimeway import DeliveryError
+
+    flaky.errors.append(DeliveryError("provider said no, maybe later"))
+    alert.trigger(1)
+    db.session.commit()
+    assert only_delivery(db).status == "failed"
+
+
+def test_deleting_an_event_deletes_its_rows(app: Flask, db: SQLAlchemy, alert: t.Any) -> None:
+    from .helpers import no_rows
+
+    result = alert.trigger([1, 2])
+    db.session.commit()
+    db.session.delete(result.event)
+    db.session.commit()
+    assert no_rows(db)

@@ -41,12 +41,12 @@ def test_chimeway_app_argument_calls_init_app() -> None:
 def test_init_app_twice_is_refused(chimeway: Chimeway) -> None:
     app = bare_app()
     chimeway.init_app(app)
-    with pytest.raises(RuntimeError, match="already been registered"):
+    with pytest.raises(RuntimeError, match=r"already been registered"):
         chimeway.init_app(app)
 
 
 def test_db_must_be_flask_sqlalchemy() -> None:
-    with pytest.raises(TypeError, match="flask_sqlalchemy.SQLAlchemy"):
+    with pytest.raises(TypeError, match=r"flask_sqlalchemy.SQLAlchemy"):
         Chimeway(db=object())  # type: ignore[arg-type]
 
 
@@ -62,6 +62,9 @@ def test_db_must_be_flask_sqlalchemy() -> None:
         ("CHIMEWAY_BACKOFF_MAX", 10, "CHIMEWAY_BACKOFF_MAX .* smaller than CHIMEWAY_BACKOFF_BASE"),
         ("CHIMEWAY_LEASE_SECONDS", 1.5, "CHIMEWAY_LEASE_SECONDS is 1.5"),
         ("CHIMEWAY_REDACT_KEYS", "pin", "CHIMEWAY_REDACT_KEYS must be a list"),
+        ("CHIMEWAY_REDACT_KEYS", 5, "CHIMEWAY_REDACT_KEYS must be a list"),
+        ("CHIMEWAY_REDIS_TIMEOUT", 0, "CHIMEWAY_REDIS_TIMEOUT is 0"),
+        ("CHIMEWAY_REQUEUE_AFTER", -5, "CHIMEWAY_REQUEUE_AFTER is -5"),
         ("CHIMEWAY_REDACT_KEYS", ["pin", " "], "CHIMEWAY_REDACT_KEYS must be a list"),
         ("CHIMEWAY_TEMPLATE_FOLDER", "/", "CHIMEWAY_TEMPLATE_FOLDER is '/'"),
     ],

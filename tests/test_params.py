@@ -54,9 +54,7 @@ def test_secret_looking_keys_are_redacted_recursively(
     assert params["Password"] == "hunter2", "the caller's params are not modified"
 
 
-def test_extra_redact_keys_from_settings(
-    make_app: t.Any, db: SQLAlchemy, note: t.Any
-) -> None:
+def test_extra_redact_keys_from_settings(make_app: t.Any, db: SQLAlchemy, note: t.Any) -> None:
     app = make_app(CHIMEWAY_REDACT_KEYS=["iban", "Date-Of-Birth"])
     with app.app_context():
         note.trigger(1, {"iban": "PT50", "date_of_birth": "1990", "city": "Porto"})
@@ -65,8 +63,14 @@ def test_extra_redact_keys_from_settings(
 
 
 def test_json_values_round_trip(app: Flask, db: SQLAlchemy, note: t.Any) -> None:
-    params = {"n": 1, "f": 1.5, "b": True, "none": None, "list": [1, "two", {"x": [3]}],
-              "unicode": "café ✓"}
+    params = {
+        "n": 1,
+        "f": 1.5,
+        "b": True,
+        "none": None,
+        "list": [1, "two", {"x": [3]}],
+        "unicode": "café ✓",
+    }
     note.trigger(1, params)
     db.session.commit()
     assert stored_params(db) == params

@@ -39,7 +39,11 @@ def test_the_loader_resolves_identities_for_build(
 
 def test_recipient_addresses_per_channel() -> None:
     r = Recipient(
-        id=5, email="a@example.com", phone="+351", webhook_url="https://h", addresses={"slack": "U1"}
+        id=5,
+        email="a@example.com",
+        phone="+351",
+        webhook_url="https://h",
+        addresses={"slack": "U1"},
     )
     assert r.id == "5"
     assert r.address_for("email") == "a@example.com"

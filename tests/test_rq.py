@@ -106,7 +106,7 @@ def test_commit_enqueues_one_job_per_delivery_in_one_pipeline(
     assert len(pipelines) == 1
     job = rq.job.Job.fetch(delivery_job_id(ids[0], 1), connection=redis_client)
     assert job.func_name == "flask_chimeway.jobs.perform_delivery_job"
-    assert job.args == (ids[0],)
+    assert job.args == (ids[0], 1)  # the delivery id and the attempt: ids only
     assert job.kwargs == {}
 
 
@@ -174,8 +174,19 @@ class SpareRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
             stdout=subprocess.DEVNULL,
         )
         client = redis_lib.Redis(port=self.port)
@@ -250,9 +261,7 @@ def test_redis_flushed_after_enqueue_tick_reenqueues_once(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_concurrent_ticks_enqueue_each_lost_delivery_once(
-    app: Flask, redis_client: t.Any
-) -> None:
+def test_concurrent_ticks_enqueue_each_lost_delivery_once(app: Flask, redis_client: t.Any) -> None:
     Note.trigger(list(range(300)))
     db.session.commit()
     redis_client.flushdb()
@@ -365,8 +374,16 @@ def worker_process(
         **env,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "tests.rq_app:create_app", "chimeway",
-         "worker", *args],
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "tests.rq_app:create_app",
+            "chimeway",
+            "worker",
+            *args,
+        ],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.DEVNULL,
@@ -413,9 +430,7 @@ def test_worker_killed_mid_send_is_retried_after_the_lease(
     [delivery] = Note.trigger(1, {"behaviour": "block"}).deliveries
     db.session.commit()
     args = ["--no-scheduler"] + ([mode] if mode == "--simple" else [])
-    worker = worker_process(
-        database_url, redis_url, sink, *args, CHIMEWAY_TEST_LEASE_SECONDS="1"
-    )
+    worker = worker_process(database_url, redis_url, sink, *args, CHIMEWAY_TEST_LEASE_SECONDS="1")
     started = sink.parent / "started"
     try:
         wait_for(lambda: started.exists() and started.read_text().endswith("\n"))
@@ -466,8 +481,15 @@ def test_worker_command_drains_in_burst_mode(
     Note.trigger([1, 2])
     db.session.commit()
     result = app.test_cli_runner().invoke(
-        args=["chimeway", "worker", "--burst", "--simple", "--no-scheduler",
-              "--queues", "chimeway_delivery"]
+        args=[
+            "chimeway",
+            "worker",
+            "--burst",
+            "--simple",
+            "--no-scheduler",
+            "--queues",
+            "chimeway_delivery",
+        ]
     )
     assert result.exit_code == 0, result.output
     assert [d.status for d in deliveries()] == ["succeeded", "succeeded"]

@@ -60,18 +60,16 @@ def test_capture_records_and_fakes_sends(
     assert {a.provider_message_id for a in attempts} == {"flask_chimeway.testing:fake"}
 
 
-def test_failed_assertions_say_what_was_sent(
-    app: Flask, db: SQLAlchemy, welcome: t.Any
-) -> None:
+def test_failed_assertions_say_what_was_sent(app: Flask, db: SQLAlchemy, welcome: t.Any) -> None:
     with capture(app) as outbox:
         welcome.trigger(1, {"name": "Ada"})
         db.session.commit()
-    with pytest.raises(AssertionError, match="Expected exactly 1 'user.welcome'.*found 2") as e:
+    with pytest.raises(AssertionError, match=r"Expected exactly 1 'user.welcome'.*found 2") as e:
         outbox.assert_sent("user.welcome", count=1)
     assert "user.welcome to 1 on email" in str(e.value)
-    with pytest.raises(AssertionError, match="Expected no 'user.welcome' message to 1"):
+    with pytest.raises(AssertionError, match=r"Expected no 'user.welcome' message to 1"):
         outbox.assert_not_sent("user.welcome", recipient=1)
-    with pytest.raises(AssertionError, match="Expected nothing sent"):
+    with pytest.raises(AssertionError, match=r"Expected nothing sent"):
         outbox.assert_nothing_sent()
 
 

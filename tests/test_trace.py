@@ -48,9 +48,7 @@ def triggered(app: Flask, db: SQLAlchemy, chimeway: Chimeway) -> t.Any:
     return result
 
 
-def test_trace_cli_shows_every_status_change_and_attempt(
-    app: Flask, triggered: t.Any
-) -> None:
+def test_trace_cli_shows_every_status_change_and_attempt(app: Flask, triggered: t.Any) -> None:
     event_id = triggered.event.id
     out = app.test_cli_runner().invoke(args=["chimeway", "trace", f"evt_{event_id}"])
     assert out.exit_code == 0, out.output
@@ -59,7 +57,8 @@ def test_trace_cli_shows_every_status_change_and_attempt(
     assert "tenant     acme" in text
     assert "idempotency key  assign:1" in text
     assert '"password": "[REDACTED]"' in text
-    assert "ntf_" in text and "to 7" in text
+    assert "ntf_" in text
+    assert "to 7" in text
     in_app, email = triggered.deliveries
     assert f"dlv_{in_app.id}  in_app  now succeeded (sent)" in text
     assert f"dlv_{email.id}  email  now failed (transient_failure)" in text

@@ -12,8 +12,10 @@ from ..recipients import Recipient
 class Message:
     """Everything a channel needs to send one delivery attempt.
 
-    :param idempotency_key: stable per delivery and attempt (``"chimeway-<delivery>-<n>"``);
-        pass it to providers that deduplicate, so a retried request is not sent twice.
+    :param idempotency_key: the same for every attempt of one delivery
+        (``"chimeway-delivery-<id>"``); pass it to providers that deduplicate, so a retry
+        of a request the provider already accepted is dropped there.
+    :param attempt: the attempt number, from 1.
     """
 
     delivery_id: int

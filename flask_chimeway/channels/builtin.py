@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 class InAppChannel(Channel):
     """The inbox. The notification row *is* the in-app message, so sending only marks it
-    delivered; the inbox API reads notifications that have an ``in_app`` delivery."""
+    delivered; an inbox reads the notifications that have an ``in_app`` delivery."""
 
     name = "in_app"
 
