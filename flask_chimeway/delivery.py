@@ -14,7 +14,7 @@ import sqlalchemy.orm as sa_orm
 from .channels import Message, SendResult
 from .errors import DeliveryError
 from .lifecycle import AttemptOutcome, DeliveryStatus, transition
-from .models import Delivery, DeliveryAttempt, as_utc
+from .models import Delivery, DeliveryAttempt, Notification, as_utc
 from .recipients import Recipient
 from .settings import Settings
 
@@ -22,6 +22,10 @@ if t.TYPE_CHECKING:
     from .extension import State
 
 logger = logging.getLogger(__name__)
+
+#: How many deliveries one claim transaction takes at most (sync dispatch and the tick):
+#: enough to save most round trips, few enough that leases do not run out mid-batch.
+BATCH_SIZE = 100
 
 #: Statuses a delivery can be claimed from.
 CLAIMABLE = (DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value)
@@ -58,6 +62,25 @@ def perform_delivery(
     :param now: evaluate as of this time (tests and ``--now``).
     :return: the status the delivery ended in, or ``None`` when nothing was done.
     """
+    attempts = None if attempt is None else {delivery_id: attempt}
+    return perform_deliveries([delivery_id], attempts=attempts, engine=engine, now=now).get(
+        delivery_id
+    )
+
+
+def perform_deliveries(
+    delivery_ids: t.Sequence[int],
+    *,
+    attempts: t.Mapping[int, int] | None = None,
+    engine: sa.Engine | None = None,
+    now: dt.datetime | None = None,
+) -> dict[int, DeliveryStatus]:
+    """:func:`perform_delivery` for several deliveries at once: one transaction claims
+    them all, the channels are called one after the other, one transaction records every
+    outcome. The sync dispatcher and the tick use it for what one commit planned.
+
+    :return: the status each performed delivery ended in; the others are left out.
+    """
     from .extension import current_state
 
     state = current_state()
@@ -65,39 +88,71 @@ def perform_delivery(
     now = as_utc(now) if now is not None else None
     with sa_orm.Session(bind=engine, expire_on_commit=False) as session:
         try:
-            claim = claim_delivery(session, state, delivery_id, attempt=attempt, now=now)
+            claims = claim_deliveries(session, state, delivery_ids, attempts=attempts, now=now)
             session.commit()
         except sa_orm.exc.StaleDataError:
-            # another process claimed it between our read and our write (SQLite has no
-            # row locks; the version column catches it)
+            # another process claimed one between our read and our write (SQLite has no
+            # row locks; the version column catches it): go one by one
             session.rollback()
-            return None
-        if claim is None:
-            return None
-        outcome: SendResult | BaseException | None
+            if len(delivery_ids) == 1:
+                return {}
+            statuses: dict[int, DeliveryStatus] = {}
+            for delivery_id in delivery_ids:
+                statuses.update(
+                    perform_deliveries([delivery_id], attempts=attempts, engine=engine, now=now)
+                )
+            return statuses
+        results: list[tuple[Claim, SendResult | BaseException | None]] = []
+        for claim in claims:
+            try:
+                results.append((claim, send(state, claim.message)))
+            except Exception as exc:
+                results.append((claim, exc))
+        statuses = _record_all(session, state.settings, results, now)
+        if state.settings.dispatcher == "rq":
+            _schedule_retries(session, state, statuses)
+        return statuses
+
+
+def _record_all(
+    session: sa_orm.Session,
+    settings: Settings,
+    results: list[tuple[Claim, SendResult | BaseException | None]],
+    now: dt.datetime | None,
+) -> dict[int, DeliveryStatus]:
+    statuses: dict[int, DeliveryStatus] = {}
+    try:
+        statuses = record_outcomes(session, settings, results, now=now)
+        session.commit()
+        return statuses
+    except sa_orm.exc.StaleDataError:
+        session.rollback()
+    for claim, outcome in results:  # one changed meanwhile: record the others one by one
         try:
-            outcome = send(state, claim.message)
-        except Exception as exc:
-            outcome = exc
-        try:
-            status = record_outcome(session, state.settings, claim, outcome, now=now)
+            statuses.update(record_outcomes(session, settings, [(claim, outcome)], now=now))
             session.commit()
         except sa_orm.exc.StaleDataError:
             session.rollback()
             logger.warning(
                 "delivery %s attempt %s: the outcome could not be recorded because the"
                 " delivery changed meanwhile (its lease was taken over)",
-                delivery_id,
+                claim.delivery_id,
                 claim.attempt,
             )
-            return None
-        if status is DeliveryStatus.FAILED and state.settings.dispatcher == "rq":
-            from .queues import schedule_retry
+    return statuses
 
-            delivery = session.get(Delivery, delivery_id)
-            if delivery is not None and delivery.next_attempt_at is not None:
-                schedule_retry(state, delivery_id, claim.attempt + 1, delivery.next_attempt_at)
-        return status
+
+def _schedule_retries(
+    session: sa_orm.Session, state: State, statuses: t.Mapping[int, DeliveryStatus]
+) -> None:
+    from .queues import schedule_retry
+
+    for delivery_id, status in statuses.items():
+        if status is not DeliveryStatus.FAILED:
+            continue
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is not None and delivery.next_attempt_at is not None:
+            schedule_retry(state, delivery_id, delivery.attempt_count + 1, delivery.next_attempt_at)
 
 
 def claim_delivery(
@@ -113,14 +168,48 @@ def claim_delivery(
     Flushes but does not commit. ``None`` when there is nothing to do. See
     :func:`perform_delivery` for ``attempt``.
     """
+    attempts = None if attempt is None else {delivery_id: attempt}
+    claims = claim_deliveries(session, state, [delivery_id], attempts=attempts, now=now)
+    return claims[0] if claims else None
+
+
+def claim_deliveries(
+    session: sa_orm.Session,
+    state: State,
+    delivery_ids: t.Sequence[int],
+    *,
+    attempts: t.Mapping[int, int] | None = None,
+    now: dt.datetime | None = None,
+) -> list[Claim]:
+    """:func:`claim_delivery` for several deliveries, with one locking SELECT."""
     now = as_utc(now)
-    delivery = session.scalars(
+    rows = session.scalars(
         sa.select(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.status.in_(CLAIMABLE))
-        .with_for_update(skip_locked=True)
-    ).first()
-    if delivery is None:
-        return None
+        .where(Delivery.id.in_(delivery_ids), Delivery.status.in_(CLAIMABLE))
+        .options(
+            sa_orm.joinedload(Delivery.notification, innerjoin=True).joinedload(
+                Notification.event, innerjoin=True
+            )
+        )
+        .order_by(Delivery.id)
+        .with_for_update(skip_locked=True, of=Delivery)
+    ).all()
+    claims = [
+        claim
+        for delivery in rows
+        if (claim := _claim(session, state, delivery, (attempts or {}).get(delivery.id), now))
+    ]
+    session.flush()
+    return claims
+
+
+def _claim(
+    session: sa_orm.Session,
+    state: State,
+    delivery: Delivery,
+    attempt: int | None,
+    now: dt.datetime,
+) -> Claim | None:
     if attempt is not None:
         if delivery.attempt_count != attempt - 1:
             return None
@@ -155,7 +244,6 @@ def claim_delivery(
                 now=now,
                 reason="recipient_loader_failed",
             )
-            session.flush()
             return None
         if recipient is None:
             cancel_reason = "recipient_missing"
@@ -167,12 +255,10 @@ def claim_delivery(
             cancel_reason or "recipient_missing",
             now=now,
         )
-        session.flush()
         return None
     delivery.attempt_count += 1
     transition(session, delivery, DeliveryStatus.SENDING, "claimed", now=now)
     delivery.lease_expires_at = now + dt.timedelta(seconds=state.settings.lease_seconds)
-    session.flush()
     message = Message(
         delivery_id=delivery.id,
         notification_id=notification.id,
@@ -198,22 +284,44 @@ def send(state: State, message: Message) -> SendResult | None:
     return state.channels[message.channel].send(message)
 
 
-def record_outcome(
+def record_outcomes(
     session: sa_orm.Session,
     settings: Settings,
-    claim: Claim,
-    outcome: SendResult | BaseException | None,
+    results: t.Sequence[tuple[Claim, SendResult | BaseException | None]],
     *,
     now: dt.datetime | None = None,
-) -> DeliveryStatus | None:
-    """Append the attempt and move the delivery to its next status. Flushes, no commit.
+) -> dict[int, DeliveryStatus]:
+    """Append each attempt and move each delivery to its next status. Flushes, no commit.
 
-    ``None`` when the lease was lost meanwhile (the tick recorded the attempt as abandoned).
+    A delivery whose lease was lost meanwhile (the tick recorded the attempt as
+    abandoned) is left out of the result.
     """
     now = as_utc(now)
-    delivery = session.scalars(
-        sa.select(Delivery).where(Delivery.id == claim.delivery_id).with_for_update()
-    ).one()
+    ids = [claim.delivery_id for claim, _ in results]
+    rows = {
+        d.id: d
+        for d in session.scalars(sa.select(Delivery).where(Delivery.id.in_(ids)).with_for_update())
+    }
+    statuses: dict[int, DeliveryStatus] = {}
+    for claim, outcome in results:
+        delivery = rows.get(claim.delivery_id)
+        status = (
+            None if delivery is None else _record(session, settings, delivery, claim, outcome, now)
+        )
+        if status is not None:
+            statuses[claim.delivery_id] = status
+    session.flush()
+    return statuses
+
+
+def _record(
+    session: sa_orm.Session,
+    settings: Settings,
+    delivery: Delivery,
+    claim: Claim,
+    outcome: SendResult | BaseException | None,
+    now: dt.datetime,
+) -> DeliveryStatus | None:
     if delivery.status != DeliveryStatus.SENDING or delivery.attempt_count != claim.attempt:
         logger.warning(
             "delivery %s attempt %s finished after its lease was taken over; its outcome"

@@ -104,13 +104,14 @@ def dispatch_committed(batches: list[Batch]) -> None:
 
 
 def _perform_now(app: Flask, engine: sa.Engine, ids: list[int]) -> None:
-    from .delivery import perform_delivery
+    from .delivery import BATCH_SIZE, perform_deliveries
 
     # A fresh app context gives the recipient loader a fresh db.session: the caller's is
     # still inside its commit and cannot run SQL.
     with app.app_context():
-        for delivery_id in ids:
+        for start in range(0, len(ids), BATCH_SIZE):
+            batch = ids[start : start + BATCH_SIZE]
             try:
-                perform_delivery(delivery_id, engine=engine)
-            except Exception:
-                logger.exception("Flask-Chimeway could not perform delivery %s", delivery_id)
+                perform_deliveries(batch, engine=engine)
+            except Exception:  # the tick performs what is left
+                logger.exception("Flask-Chimeway could not perform deliveries %s", batch)

@@ -10,7 +10,7 @@ import logging
 import sqlalchemy as sa
 import sqlalchemy.orm as sa_orm
 
-from .delivery import perform_delivery, retry_or_give_up
+from .delivery import BATCH_SIZE, perform_deliveries, retry_or_give_up
 from .extension import State, current_state
 from .lifecycle import AttemptOutcome, DeliveryStatus
 from .models import Delivery, DeliveryAttempt, as_utc
@@ -130,12 +130,12 @@ def _perform_due(session: sa_orm.Session, engine: sa.Engine, now: dt.datetime, l
             .limit(limit)
         ).all()
         session.rollback()
-        for delivery_id in due:
+        for start in range(0, len(due), BATCH_SIZE):
+            batch = list(due[start : start + BATCH_SIZE])
             try:
-                if perform_delivery(delivery_id, engine=engine, now=now) is not None:
-                    performed += 1
-            except Exception:  # one broken row must not stop the tick for the others
-                logger.exception("chimeway tick: delivery %s could not be performed", delivery_id)
+                performed += len(perform_deliveries(batch, engine=engine, now=now))
+            except Exception:  # one broken batch must not stop the tick for the others
+                logger.exception("chimeway tick: deliveries %s could not be performed", batch)
         if len(due) < limit:
             return performed
         after_id = due[-1]

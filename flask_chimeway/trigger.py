@@ -19,7 +19,7 @@ from .errors import (
     TriggerError,
     UnknownNotifierError,
 )
-from .models import Delivery, Event, Notification
+from .models import Delivery, Event, Notification, utcnow
 from .notifier import check_content
 from .params import validate_params
 from .recipients import Recipient, normalize_identity, normalize_recipients, recipient_snapshot
@@ -108,23 +108,37 @@ def trigger(
         return _duplicate(session, existing)
 
     session.flush()  # the event's id; on SQLite also its single write lock
-    notifications = [
-        Notification(
-            event_id=event.id,
-            tenant=tenant_value,
-            recipient_id=identity,
-            recipient_data=snapshot,
-            notifier_key=key,
-            deliveries=[Delivery(channel=c, content=content) for c, content in contents.items()],
-        )
-        for identity, snapshot, contents in planned
+    now = utcnow()
+    sqlite = session.get_bind(Event).dialect.name == "sqlite"
+    notification_rows: list[dict[str, t.Any]] = [
+        {
+            "event_id": event.id,
+            "tenant": tenant_value,
+            "recipient_id": identity,
+            "recipient_data": snapshot,
+            "notifier_key": key,
+            "created_at": now,
+        }
+        for identity, snapshot, _ in planned
     ]
-    if session.get_bind(Event).dialect.name == "sqlite":
-        _assign_ids(session, Notification, notifications)
-        _assign_ids(session, Delivery, [d for n in notifications for d in n.deliveries])
-    session.add_all(notifications)
-    session.flush()
-    deliveries = [d for n in notifications for d in n.deliveries]
+    if sqlite:
+        _assign_ids(session, Notification, notification_rows)
+    notifications = _bulk_insert(session, Notification, notification_rows)
+    delivery_rows: list[dict[str, t.Any]] = [
+        {
+            "notification_id": notification.id,
+            "channel": channel,
+            "content": content,
+            "created_at": now,
+            "updated_at": now,
+            "next_attempt_at": now,
+        }
+        for notification, (_, _, contents) in zip(notifications, planned, strict=True)
+        for channel, content in contents.items()
+    ]
+    if sqlite:
+        _assign_ids(session, Delivery, delivery_rows)
+    deliveries = _bulk_insert(session, Delivery, delivery_rows)
     dispatch.stage(session, [d.id for d in deliveries])
     logger.debug(
         "event %s (%s): %d notification(s), %d deliveries planned",
@@ -178,17 +192,40 @@ def _insert_event(session: sa_orm.Session, values: dict[str, t.Any]) -> Event | 
 
 
 def _assign_ids(
-    session: sa_orm.Session, model: type[Notification] | type[Delivery], rows: t.Sequence[t.Any]
+    session: sa_orm.Session,
+    model: type[Notification] | type[Delivery],
+    rows: list[dict[str, t.Any]],
 ) -> None:
-    """Number new rows on SQLite so the ORM can insert them in one executemany.
+    """Number new rows on SQLite so they can be inserted in one statement.
 
-    SQLite cannot batch INSERT ... RETURNING in a guaranteed order, so without ids the ORM
-    inserts row by row. The event insert before this holds SQLite's single write lock until
-    commit, so no other writer can take these ids meanwhile.
+    SQLite cannot batch INSERT ... RETURNING in a guaranteed order without a client-side
+    key, so without ids every row would be its own INSERT. The event insert before this
+    holds SQLite's single write lock until commit: no other writer can take these ids.
     """
     start = (session.scalar(sa.select(sa.func.max(model.id))) or 0) + 1
     for offset, row in enumerate(rows):
-        row.id = start + offset
+        row["id"] = start + offset
+
+
+M = t.TypeVar("M", Notification, Delivery)
+
+
+def _bulk_insert(session: sa_orm.Session, model: type[M], rows: list[dict[str, t.Any]]) -> list[M]:
+    """Insert ``rows`` with batched INSERT ... RETURNING and get them back as ORM objects
+    in the caller's session, in the order given."""
+    if not rows:
+        return []
+    if "id" in rows[0]:  # numbered by _assign_ids: one executemany, then one SELECT
+        session.execute(sa.insert(model), rows)
+        return list(
+            session.scalars(
+                sa.select(model)
+                .where(model.id.between(rows[0]["id"], rows[-1]["id"]))
+                .order_by(model.id)
+            ).all()
+        )
+    stmt = sa.insert(model).returning(model, sort_by_parameter_order=True)
+    return list(session.scalars(stmt, rows).all())
 
 
 def _duplicate(session: sa_orm.Session, event: Event) -> TriggerResult:
