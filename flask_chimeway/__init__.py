@@ -14,6 +14,7 @@ from .errors import (
     InvalidIdempotencyKeyError,
     InvalidParamsError,
     InvalidRecipientError,
+    InvalidSignalError,
     InvalidTenantError,
     PermanentDeliveryError,
     RecipientNotFoundError,
@@ -24,6 +25,7 @@ from .errors import (
     TriggerError,
     UnknownChannelError,
     UnknownNotifierError,
+    WorkflowDefinitionError,
 )
 from .explain import Trace, trace
 from .extension import Chimeway
@@ -50,6 +52,7 @@ __all__ = [
     "InvalidIdempotencyKeyError",
     "InvalidParamsError",
     "InvalidRecipientError",
+    "InvalidSignalError",
     "InvalidTenantError",
     "LogChannel",
     "MemoryChannel",
@@ -68,5 +71,6 @@ __all__ = [
     "TriggerResult",
     "UnknownChannelError",
     "UnknownNotifierError",
+    "WorkflowDefinitionError",
     "trace",
 ]

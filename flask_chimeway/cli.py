@@ -14,13 +14,17 @@ from .errors import TraceNotFoundError
 from .extension import current_state
 from .queues import QUEUES
 
-chimeway_cli = AppGroup("chimeway", help="Flask-Chimeway: trace and progress notifications.")
+chimeway_cli = AppGroup(
+    "chimeway",
+    help="Flask-Chimeway: trace notifications, run the tick, the worker and the scheduler.",
+)
 
 
 @chimeway_cli.command("trace")
 @click.argument("ref")
 def trace_command(ref: str) -> None:
-    """Explain an event, notification or delivery: REF is evt_<id>, ntf_<id> or dlv_<id>."""
+    """Explain what happened and why: REF is evt_<id>, ntf_<id>, dlv_<id>, run_<id> or
+    sig_<id>."""
     from .explain import trace
 
     state = current_state()

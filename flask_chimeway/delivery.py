@@ -39,6 +39,8 @@ class Claim:
     attempt: int
     started_at: dt.datetime
     message: Message
+    #: Whether the delivery is a workflow step (its run moves when it finishes).
+    workflow_step: bool = False
 
 
 def perform_delivery(
@@ -87,8 +89,11 @@ def perform_deliveries(
     engine = engine if engine is not None else state.chimeway.db.engine
     now = as_utc(now) if now is not None else None
     with sa_orm.Session(bind=engine, expire_on_commit=False) as session:
+        failed: list[int] = []
         try:
-            claims = claim_deliveries(session, state, delivery_ids, attempts=attempts, now=now)
+            claims = claim_deliveries(
+                session, state, delivery_ids, attempts=attempts, now=now, failed=failed
+            )
             session.commit()
         except sa_orm.exc.StaleDataError:
             # another process claimed one between our read and our write (SQLite has no
@@ -110,8 +115,18 @@ def perform_deliveries(
                 results.append((claim, exc))
         statuses = _record_all(session, state.settings, results, now)
         if state.settings.dispatcher == "rq":
-            _schedule_retries(session, state, statuses)
-        return statuses
+            retries = {**dict.fromkeys(failed, DeliveryStatus.FAILED), **statuses}
+            _schedule_retries(session, state, retries)
+    finished = [
+        claim.delivery_id
+        for claim in claims
+        if claim.workflow_step and statuses.get(claim.delivery_id, DeliveryStatus.FAILED).terminal
+    ]
+    if finished:
+        from .workflows.runner import after_deliveries
+
+        after_deliveries(engine, finished, now)
+    return statuses
 
 
 def _record_all(
@@ -180,8 +195,11 @@ def claim_deliveries(
     *,
     attempts: t.Mapping[int, int] | None = None,
     now: dt.datetime | None = None,
+    failed: list[int] | None = None,
 ) -> list[Claim]:
-    """:func:`claim_delivery` for several deliveries, with one locking SELECT."""
+    """:func:`claim_delivery` for several deliveries, with one locking SELECT. Deliveries
+    that failed before their channel was called (a recipient loader that raised) are
+    appended to ``failed``."""
     now = as_utc(now)
     rows = session.scalars(
         sa.select(Delivery)
@@ -197,7 +215,11 @@ def claim_deliveries(
     claims = [
         claim
         for delivery in rows
-        if (claim := _claim(session, state, delivery, (attempts or {}).get(delivery.id), now))
+        if (
+            claim := _claim(
+                session, state, delivery, (attempts or {}).get(delivery.id), now, failed
+            )
+        )
     ]
     session.flush()
     return claims
@@ -209,6 +231,7 @@ def _claim(
     delivery: Delivery,
     attempt: int | None,
     now: dt.datetime,
+    failed: list[int] | None = None,
 ) -> Claim | None:
     if attempt is not None:
         if delivery.attempt_count != attempt - 1:
@@ -223,6 +246,8 @@ def _claim(
         cancel_reason = "notifier_missing"
     elif delivery.channel not in state.channels:
         cancel_reason = "channel_missing"
+    elif delivery.recipient_data is not None:  # an escalation's target
+        recipient = Recipient(**delivery.recipient_data)
     elif notification.recipient_data is not None:
         recipient = Recipient(**notification.recipient_data)
     else:
@@ -235,15 +260,31 @@ def _claim(
             )
             delivery.attempt_count += 1
             transition(session, delivery, DeliveryStatus.SENDING, "claimed", now=now)
-            session.add(_attempt(delivery, now, now, exc))
-            retry_or_give_up(
-                session,
-                state.settings,
-                delivery,
-                f"recipient loader: {exc}"[:2000],
-                now=now,
-                reason="recipient_loader_failed",
-            )
+            failed_attempt = _attempt(delivery, now, now, exc)
+            session.add(failed_attempt)
+            detail = f"recipient loader: {exc}"[:2000]
+            if failed_attempt.outcome == AttemptOutcome.PERMANENT_FAILURE:
+                transition(
+                    session,
+                    delivery,
+                    DeliveryStatus.CANCELLED,
+                    "permanent_failure",
+                    detail=detail,
+                    now=now,
+                )
+            elif (
+                retry_or_give_up(
+                    session,
+                    state.settings,
+                    delivery,
+                    detail,
+                    now=now,
+                    reason="recipient_loader_failed",
+                )
+                is DeliveryStatus.FAILED
+                and failed is not None
+            ):
+                failed.append(delivery.id)
             return None
         if recipient is None:
             cancel_reason = "recipient_missing"
@@ -271,7 +312,7 @@ def _claim(
         recipient=recipient,
         content=dict(delivery.content),
     )
-    return Claim(delivery.id, delivery.attempt_count, now, message)
+    return Claim(delivery.id, delivery.attempt_count, now, message, delivery.step is not None)
 
 
 def send(state: State, message: Message) -> SendResult | None:

@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 _STAGED = "chimeway_staged"
 
-#: One staged batch: the app, the engine the rows live in, the delivery ids.
-Batch: t.TypeAlias = tuple[Flask, sa.Engine, list[int]]
+#: One staged batch: the app, the engine the rows live in, what the ids are
+#: (``"delivery"`` or ``"signal"``), the ids.
+Batch: t.TypeAlias = tuple[Flask, sa.Engine, str, list[int]]
 
 _listening = False
 
@@ -37,9 +38,9 @@ def listen() -> None:
     _listening = True
 
 
-def stage(session: sa_orm.Session, delivery_ids: list[int]) -> None:
-    """Attach ``delivery_ids`` to the innermost transaction of ``session``."""
-    if not delivery_ids:
+def stage(session: sa_orm.Session, ids: list[int], kind: str = "delivery") -> None:
+    """Attach delivery (or signal) ``ids`` to the innermost transaction of ``session``."""
+    if not ids:
         return
     transaction = session.get_nested_transaction() or session.get_transaction()
     if transaction is None:  # pragma: no cover - trigger flushed, so one exists
@@ -48,13 +49,19 @@ def stage(session: sa_orm.Session, delivery_ids: list[int]) -> None:
     engine = bind if isinstance(bind, sa.Engine) else bind.engine
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     staged: dict[sa_orm.SessionTransaction, list[Batch]] = session.info.setdefault(_STAGED, {})
-    staged.setdefault(transaction, []).append((app, engine, delivery_ids))
+    staged.setdefault(transaction, []).append((app, engine, kind, list(ids)))
 
 
 def staged_ids(session: sa_orm.Session) -> list[int]:
     """The delivery ids waiting for ``session``'s commit (for tests and debugging)."""
     staged: dict[t.Any, list[Batch]] = session.info.get(_STAGED, {})
-    return [i for batches in staged.values() for _, _, ids in batches for i in ids]
+    return [
+        i
+        for batches in staged.values()
+        for _, _, kind, ids in batches
+        if kind == "delivery"
+        for i in ids
+    ]
 
 
 def _delivery_mapper() -> sa_orm.Mapper[t.Any]:
@@ -88,19 +95,33 @@ def _after_transaction_end(session: sa_orm.Session, transaction: sa_orm.SessionT
 
 
 def dispatch_committed(batches: list[Batch]) -> None:
-    """Act on committed deliveries: perform them now (``sync``) or push their jobs in one
-    Redis pipeline (``rq``)."""
-    by_target: dict[tuple[Flask, sa.Engine], list[int]] = {}
-    for app, engine, ids in batches:
-        by_target.setdefault((app, engine), []).extend(ids)
-    for (app, engine), ids in by_target.items():
+    """Act on committed work: with ``sync``, perform the deliveries and route the signals
+    now; with ``rq``, push one job for each in a single Redis pipeline."""
+    by_target: dict[tuple[Flask, sa.Engine], dict[str, list[int]]] = {}
+    for app, engine, kind, ids in batches:
+        by_target.setdefault((app, engine), {}).setdefault(kind, []).extend(ids)
+    for (app, engine), work in by_target.items():
         state = app.extensions["chimeway"]
         if state.settings.dispatcher == "rq":
-            from .queues import enqueue_deliveries
+            from .queues import enqueue_work
 
-            enqueue_deliveries(state, [(delivery_id, 1) for delivery_id in ids])
-        else:
-            _perform_now(app, engine, ids)
+            enqueue_work(state, work.get("delivery", []), work.get("signal", []))
+            continue
+        with app.app_context():
+            if work.get("signal"):
+                _route_now(engine, work["signal"])
+            if work.get("delivery"):
+                _perform_now(app, engine, work["delivery"])
+
+
+def _route_now(engine: sa.Engine, ids: list[int]) -> None:
+    from .workflows.runner import route_signal
+
+    for signal_id in ids:
+        try:
+            route_signal(engine, signal_id)
+        except Exception:  # the tick routes what is left
+            logger.exception("Flask-Chimeway could not route signal %s", signal_id)
 
 
 def _perform_now(app: Flask, engine: sa.Engine, ids: list[int]) -> None:

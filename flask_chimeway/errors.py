@@ -92,3 +92,11 @@ class PermanentDeliveryError(DeliveryError):
     """The send will never succeed (bad address, rejected content): the delivery is cancelled."""
 
     retryable = False
+
+
+class WorkflowDefinitionError(RegistrationError):
+    """A workflow declaration cannot work, or changed under an existing notifier version."""
+
+
+class InvalidSignalError(ChimewayError):
+    """``track`` was given a signal name or data that cannot be stored."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
+import sqlalchemy.orm as sa_orm
 from flask import Flask, current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
 
@@ -15,10 +16,10 @@ from .notifier import Notifier
 from .params import Redactor
 from .recipients import Recipient, RecipientLoader
 from .settings import DEFAULTS, Settings
+from .workflows.dsl import Workflow
 
 if t.TYPE_CHECKING:
-    import sqlalchemy.orm as sa_orm
-
+    from .models import Signal
     from .testing import Outbox
     from .trigger import TriggerResult
 
@@ -44,6 +45,8 @@ class State:
     redis: t.Any = None
     #: Set after "Redis is unreachable" was logged, cleared by the next success.
     redis_warned: bool = False
+    #: ``(key, version)`` of workflows checked against the stored definitions.
+    checked_workflows: set[tuple[str, int]] = dataclasses.field(default_factory=set)
 
     @property
     def channels(self) -> dict[str, Channel]:
@@ -116,13 +119,21 @@ class Chimeway:
     # registration ---------------------------------------------------------------------
 
     def notifier(
-        self, key: str, *, channels: t.Sequence[str], version: int = 1
+        self,
+        key: str,
+        *,
+        channels: t.Sequence[str],
+        version: int = 1,
+        workflow: Workflow | None = None,
     ) -> t.Callable[[N], N]:
         """A class decorator that registers a :class:`Notifier` subclass under ``key``.
 
         :param key: a stable, unique name such as ``"task.assigned"``; stored on events.
         :param channels: the channels each recipient gets a delivery on.
-        :param version: bump it when the notifier's behaviour changes.
+        :param version: bump it when the notifier's behaviour changes; a workflow's steps
+            may not change under a version that was already used.
+        :param workflow: deliver the channels step by step instead of all at once; see
+            :mod:`flask_chimeway.workflows`.
         :raise DuplicateNotifierError: when another notifier already has ``key``.
         :raise UnknownChannelError: when a channel is not registered (checked now if an app
             is initialised, otherwise at :meth:`init_app`).
@@ -145,6 +156,12 @@ class Chimeway:
             raise RegistrationError(
                 f"Notifier {key!r}: version must be a whole number of at least 1, not {version!r}."
             )
+        if workflow is not None:
+            if not isinstance(workflow, Workflow):
+                raise RegistrationError(
+                    f"Notifier {key!r}: workflow must be a Workflow(...), not {workflow!r}."
+                )
+            workflow.check(key, names)
 
         def decorator(cls: N) -> N:
             if not (isinstance(cls, type) and issubclass(cls, Notifier)):
@@ -164,6 +181,7 @@ class Chimeway:
             cls.key = key
             cls.channels = names
             cls.version = version
+            cls.workflow = workflow
             cls.chimeway = self
             self._notifiers[key] = cls
             return cls
@@ -298,6 +316,82 @@ class Chimeway:
             session=session if session is not None else self.db.session,
             correlation_id=correlation_id,
         )
+
+    # signals and the inbox -----------------------------------------------------------
+
+    def track(
+        self,
+        recipient: t.Any,
+        name: str,
+        data: t.Mapping[str, t.Any] | None = None,
+        *,
+        tenant: str | None = None,
+        session: sa_orm.Session | None = None,
+    ) -> Signal:
+        """Record that ``name`` happened to ``recipient`` (``"invoice.paid"``,
+        ``"task.completed"``), in the caller's transaction.
+
+        After the commit it is routed to the recipient's workflow runs (inline with the
+        ``sync`` dispatcher, through a job on ``chimeway_signals`` with ``rq``): the runs
+        whose current stop conditions name it, and match its data, stop. A signal that
+        stops nothing is kept with the reason.
+
+        :raise InvalidSignalError: for a blank name or data JSON cannot store.
+        :raise InvalidTenantError: for a tenant that is not a non-blank string.
+        """
+        from .signals import track
+
+        return track(self.get_state(), self._session(session), recipient, name, data, tenant)
+
+    def mark_seen(
+        self,
+        notification_id: int,
+        recipient: t.Any,
+        *,
+        tenant: str | None = None,
+        session: sa_orm.Session | None = None,
+    ) -> bool:
+        """Mark ``recipient``'s notification seen, the first time only, and track
+        ``notification.seen`` for the run that sent it. ``False`` when it was seen already
+        or is not ``recipient``'s (in ``tenant``)."""
+        from .signals import mark
+
+        return mark(
+            self._session(session),
+            notification_id,
+            recipient,
+            "seen",
+            tenant,
+            self.get_state(),
+        )
+
+    def mark_read(
+        self,
+        notification_id: int,
+        recipient: t.Any,
+        *,
+        tenant: str | None = None,
+        session: sa_orm.Session | None = None,
+    ) -> bool:
+        """Mark ``recipient``'s notification read (and seen), the first time only, and
+        track ``notification.read`` for the run that sent it: a workflow waiting with
+        ``stop_on=[read()]`` stops. ``False`` when it was read already or is not
+        ``recipient``'s (in ``tenant``)."""
+        from .signals import mark
+
+        return mark(
+            self._session(session),
+            notification_id,
+            recipient,
+            "read",
+            tenant,
+            self.get_state(),
+        )
+
+    def _session(self, session: sa_orm.Session | None) -> sa_orm.Session:
+        if session is None:
+            return t.cast(sa_orm.Session, self.db.session())
+        return session
 
 
 def current_state() -> State:

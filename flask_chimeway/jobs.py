@@ -17,3 +17,11 @@ def perform_delivery_job(delivery_id: int, attempt: int | None = None) -> str | 
 def progress_job() -> str:
     """One progression tick (what rq-scheduler enqueues every minute)."""
     return str(progress())
+
+
+def route_signal_job(signal_id: int) -> str | None:
+    """Route one tracked signal to the workflow runs it stops; what it did."""
+    from .extension import current_state
+    from .workflows.runner import route_signal
+
+    return route_signal(current_state().chimeway.db.engine, signal_id)

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 class DeliveryStatus(enum.StrEnum):
     """Where a delivery is in its life. Stored as the lowercase value."""
 
+    #: Planned by a workflow step that has not been reached yet.
+    HELD = "held"
     PENDING = "pending"
     SENDING = "sending"
     SUCCEEDED = "succeeded"
@@ -48,6 +50,8 @@ S = DeliveryStatus
 
 #: Every allowed move. A status missing on the left has no way out (it is terminal).
 TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    # a later workflow step: activated when the run reaches it, cancelled if it stops
+    S.HELD: frozenset({S.PENDING, S.CANCELLED}),
     # planned; waiting for a worker, the tick, or policy
     S.PENDING: frozenset({S.SENDING, S.SUPPRESSED, S.CANCELLED, S.DIGESTED}),
     # a worker holds the lease and is calling the channel
@@ -71,6 +75,9 @@ REASONS = {
     "channel_missing": "the channel is not registered in this app any more",
     "recipient_missing": "the recipient loader no longer knows the recipient",
     "recipient_loader_failed": "the recipient loader raised; a retry is scheduled",
+    "held": "a workflow will activate it when its run reaches the step",
+    "step_activated": "the workflow run reached the delivery's step",
+    "workflow_stopped": "the workflow run stopped before the delivery was sent",
 }
 
 

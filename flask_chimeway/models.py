@@ -23,6 +23,10 @@ __all__ = [
     "DeliveryTransition",
     "Event",
     "Notification",
+    "Signal",
+    "WorkflowDefinition",
+    "WorkflowRun",
+    "WorkflowTransition",
 ]
 
 NAMING_CONVENTION = {
@@ -153,7 +157,7 @@ class Delivery(Base):
 
     __tablename__ = "chimeway_deliveries"
     __table_args__ = (
-        sa.UniqueConstraint("notification_id", "channel"),
+        sa.UniqueConstraint("notification_id", "channel", "step"),
         sa.Index(None, "status", "next_attempt_at"),
     )
 
@@ -162,6 +166,11 @@ class Delivery(Base):
         sa.ForeignKey("chimeway_notifications.id", ondelete="CASCADE")
     )
     channel: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(100))
+    #: The workflow step this delivery belongs to; ``None`` for a notifier without one.
+    step: sa_orm.Mapped[int | None] = sa_orm.mapped_column(sa.Integer)
+    #: Who an escalation step delivers to, when not the notification's recipient.
+    recipient_id: sa_orm.Mapped[str | None] = sa_orm.mapped_column(sa.String(255))
+    recipient_data: sa_orm.Mapped[dict[str, t.Any] | None]
     status: sa_orm.Mapped[str] = sa_orm.mapped_column(
         sa.String(20), default=DeliveryStatus.PENDING.value
     )
@@ -258,8 +267,118 @@ class DeliveryTransition(Base):
         )
 
 
+class WorkflowDefinition(Base):
+    """The steps of one notifier version, as first used: later code that changes them
+    under the same version is refused."""
+
+    __tablename__ = "chimeway_workflow_definitions"
+
+    notifier_key: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200), primary_key=True)
+    notifier_version: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer, primary_key=True)
+    fingerprint: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(64))
+    definition: sa_orm.Mapped[dict[str, t.Any]]
+    created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
+
+
+class WorkflowRun(Base):
+    """One journey: a notification going through its notifier's workflow steps."""
+
+    __tablename__ = "chimeway_workflow_runs"
+    __table_args__ = (
+        sa.Index(None, "state", "due_at"),
+        sa.Index(None, "tenant", "recipient_id", "state"),
+    )
+
+    id: sa_orm.Mapped[int] = sa_orm.mapped_column(BigId, primary_key=True)
+    notification_id: sa_orm.Mapped[int] = sa_orm.mapped_column(
+        sa.ForeignKey("chimeway_notifications.id", ondelete="CASCADE"), unique=True
+    )
+    tenant: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200), default="")
+    recipient_id: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(255))
+    notifier_key: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200))
+    notifier_version: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer)
+    #: ``active`` (a step's delivery is under way), ``waiting`` (until :attr:`due_at`),
+    #: ``stopped`` or ``completed``.
+    state: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(20), default="active")
+    current_step: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer, default=0)
+    due_at: sa_orm.Mapped[dt.datetime | None]
+    #: The steps this run follows: a copy, so a run keeps the version it started with.
+    definition: sa_orm.Mapped[dict[str, t.Any]]
+    #: The values stop conditions compare signal data with, taken from the real params.
+    match_values: sa_orm.Mapped[dict[str, t.Any]]
+    created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
+    updated_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
+    version: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer, default=1)
+
+    notification: sa_orm.Mapped[Notification] = sa_orm.relationship()
+    transitions: sa_orm.Mapped[list[WorkflowTransition]] = sa_orm.relationship(
+        back_populates="run", order_by="WorkflowTransition.id", cascade="all, delete-orphan"
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+    @property
+    def public_id(self) -> str:
+        """The id ``flask chimeway trace`` accepts, such as ``run_12``."""
+        return f"run_{self.id}"
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkflowRun {self.id} {self.notifier_key!r} {self.state} step {self.current_step}>"
+        )
+
+
+class WorkflowTransition(Base):
+    """One thing that happened to a run, with its reason. Append-only."""
+
+    __tablename__ = "chimeway_workflow_transitions"
+    __table_args__ = (sa.Index(None, "run_id"),)
+
+    id: sa_orm.Mapped[int] = sa_orm.mapped_column(BigId, primary_key=True)
+    run_id: sa_orm.Mapped[int] = sa_orm.mapped_column(
+        sa.ForeignKey("chimeway_workflow_runs.id", ondelete="CASCADE")
+    )
+    step: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer)
+    state: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(20))
+    reason: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(100))
+    detail: sa_orm.Mapped[str | None] = sa_orm.mapped_column(sa.Text)
+    created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
+
+    run: sa_orm.Mapped[WorkflowRun] = sa_orm.relationship(back_populates="transitions")
+
+    def __repr__(self) -> str:
+        return f"<WorkflowTransition {self.run_id} step {self.step} {self.state} {self.reason}>"
+
+
+class Signal(Base):
+    """Something that happened to a recipient (``notification.read``, ``invoice.paid``)
+    that workflows react to. Kept, with what it did, even when it matched nothing."""
+
+    __tablename__ = "chimeway_signals"
+    __table_args__ = (sa.Index(None, "routed_at", "created_at"),)
+
+    id: sa_orm.Mapped[int] = sa_orm.mapped_column(BigId, primary_key=True)
+    tenant: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200), default="")
+    recipient_id: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(255))
+    name: sa_orm.Mapped[str] = sa_orm.mapped_column(sa.String(200))
+    data: sa_orm.Mapped[dict[str, t.Any]]
+    created_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
+    routed_at: sa_orm.Mapped[dt.datetime | None]
+    #: What routing did: the runs it stopped, or why it matched none.
+    outcome: sa_orm.Mapped[str | None] = sa_orm.mapped_column(sa.Text)
+
+    @property
+    def public_id(self) -> str:
+        """The id ``flask chimeway trace`` accepts, such as ``sig_12``."""
+        return f"sig_{self.id}"
+
+    def __repr__(self) -> str:
+        return f"<Signal {self.id} {self.name!r} for {self.recipient_id!r}>"
+
+
 @sa.event.listens_for(DeliveryAttempt, "before_update")
 @sa.event.listens_for(DeliveryTransition, "before_update")
+@sa.event.listens_for(WorkflowTransition, "before_update")
 def _refuse_update(mapper: sa_orm.Mapper[t.Any], connection: sa.Connection, target: t.Any) -> None:
     raise TypeError(f"{type(target).__name__} rows are append-only; add a new row instead.")
 

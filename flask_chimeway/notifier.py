@@ -16,6 +16,7 @@ if t.TYPE_CHECKING:
 
     from .extension import Chimeway
     from .trigger import TriggerResult
+    from .workflows.dsl import Workflow
 
 
 class Notifier:
@@ -33,6 +34,9 @@ class Notifier:
     version: t.ClassVar[int] = 1
     #: The extension the notifier is registered with.
     chimeway: t.ClassVar[Chimeway]
+    #: The workflow the channels are delivered through, step by step; ``None`` delivers
+    #: every channel at once.
+    workflow: t.ClassVar[Workflow | None] = None
 
     def build(
         self, params: t.Mapping[str, t.Any], recipient: Recipient, channel: str

@@ -14,6 +14,8 @@ from .delivery import BATCH_SIZE, perform_deliveries, retry_or_give_up
 from .extension import State, current_state
 from .lifecycle import AttemptOutcome, DeliveryStatus
 from .models import Delivery, DeliveryAttempt, as_utc
+from .workflows import runner
+from .workflows.start import check_definitions
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +29,14 @@ class TickReport:
     abandoned: int = 0
     performed: int = 0
     enqueued: int = 0
+    runs_advanced: int = 0
+    signals_routed: int = 0
 
     def __str__(self) -> str:
         return (
-            f"{self.abandoned} stale lease(s) expired, {self.performed} delivery(ies)"
-            f" performed, {self.enqueued} delivery job(s) enqueued"
+            f"{self.runs_advanced} workflow run(s) advanced, {self.signals_routed} signal(s)"
+            f" routed, {self.abandoned} stale lease(s) expired, {self.performed}"
+            f" delivery(ies) performed, {self.enqueued} delivery job(s) enqueued"
         )
 
 
@@ -40,6 +45,9 @@ def progress(*, now: dt.datetime | None = None, batch_size: int = 500) -> TickRe
     step locks the rows it works on with ``FOR UPDATE SKIP LOCKED`` (on PostgreSQL) and
     re-checks them.
 
+    0. Signals whose routing never happened are routed; waiting workflow runs whose wait
+       is over move on (activating their next delivery); active runs whose current
+       delivery finished without moving them move on.
     1. Deliveries stuck in ``sending`` past their lease get an ``abandoned`` attempt and
        are due again at once (or cancelled when no attempt is left); with ``rq`` their
        next job is enqueued right away.
@@ -57,6 +65,13 @@ def progress(*, now: dt.datetime | None = None, batch_size: int = 500) -> TickRe
     now = as_utc(now)
     report = TickReport()
     with sa_orm.Session(bind=engine, expire_on_commit=False) as session:
+        check_definitions(session, state)
+        session.commit()
+    requeue_cutoff = now - dt.timedelta(seconds=state.settings.requeue_after)
+    report.signals_routed = runner.route_unrouted(engine, requeue_cutoff, batch_size)
+    report.runs_advanced = runner.advance_due(engine, now, batch_size)
+    report.runs_advanced += runner.advance_stalled(engine, now, batch_size)
+    with sa_orm.Session(bind=engine, expire_on_commit=False) as session:
         retry = _expire_leases(session, state, now, batch_size)
         report.abandoned = len(retry)
         if state.settings.dispatcher == "rq":
@@ -67,7 +82,7 @@ def progress(*, now: dt.datetime | None = None, batch_size: int = 500) -> TickRe
             report.enqueued += _enqueue_due(session, state, now, batch_size)
         else:
             report.performed = _perform_due(session, engine, now, batch_size)
-    if report.abandoned or report.performed or report.enqueued:
+    if any(dataclasses.astuple(report)):
         logger.info("chimeway tick: %s", report)
     return report
 

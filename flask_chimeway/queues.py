@@ -21,6 +21,7 @@ WORKFLOWS_QUEUE = "chimeway_workflows"
 QUEUES = (DELIVERY_QUEUE, SIGNALS_QUEUE, WORKFLOWS_QUEUE)
 
 PERFORM_DELIVERY = "flask_chimeway.jobs.perform_delivery_job"
+ROUTE_SIGNAL = "flask_chimeway.jobs.route_signal_job"
 #: Job statuses that mean "a worker will run this job": anything else is lost or done.
 LIVE_STATUSES = frozenset({"queued", "started"})
 #: Finished jobs only need to live long enough to be inspected.
@@ -54,25 +55,57 @@ def enqueue_deliveries(state: State, deliveries: t.Sequence[tuple[int, int]]) ->
     Never raises for Redis trouble: logs a warning (once until Redis answers again) and
     returns ``False``; the rows stay due and the next tick enqueues them.
     """
-    if not deliveries:
-        return True
-    q = queue(state)
-    jobs = [
+    return _push(state, [_delivery_job(state, d, a) for d, a in deliveries])
+
+
+def enqueue_work(state: State, delivery_ids: t.Sequence[int], signal_ids: t.Sequence[int]) -> bool:
+    """After a commit: first attempts of new deliveries and routing of new signals, all
+    in one pipeline."""
+    jobs = [_delivery_job(state, d, 1) for d in delivery_ids]
+    jobs += [
+        (
+            SIGNALS_QUEUE,
+            rq.Queue.prepare_data(
+                ROUTE_SIGNAL,
+                args=(signal_id,),
+                job_id=f"chimeway-signal-{signal_id}",
+                result_ttl=RESULT_TTL,
+                description=f"chimeway signal {signal_id}",
+            ),
+        )
+        for signal_id in signal_ids
+    ]
+    return _push(state, jobs)
+
+
+def _delivery_job(state: State, delivery_id: int, attempt: int) -> tuple[str, t.Any]:
+    return (
+        DELIVERY_QUEUE,
         rq.Queue.prepare_data(
             PERFORM_DELIVERY,
             args=(delivery_id, attempt),
+            # RQ stops the job when the lease ends: the tick may hand it to another worker
+            timeout=state.settings.lease_seconds,
             job_id=delivery_job_id(delivery_id, attempt),
             result_ttl=RESULT_TTL,
             description=f"chimeway delivery {delivery_id} attempt {attempt}",
-        )
-        for delivery_id, attempt in deliveries
-    ]
+        ),
+    )
+
+
+def _push(state: State, jobs: list[tuple[str, t.Any]]) -> bool:
+    if not jobs:
+        return True
+    by_queue: dict[str, list[t.Any]] = {}
+    for name, job in jobs:
+        by_queue.setdefault(name, []).append(job)
     try:
-        with q.connection.pipeline() as pipe:
-            q.enqueue_many(jobs, pipeline=pipe)
+        with connection(state).pipeline() as pipe:
+            for name, datas in by_queue.items():
+                queue(state, name).enqueue_many(datas, pipeline=pipe)
             pipe.execute()
     except redis.RedisError as exc:
-        _redis_down(state, exc, f"{len(jobs)} delivery job(s) were not enqueued")
+        _redis_down(state, exc, f"{len(jobs)} job(s) were not enqueued")
         return False
     state.redis_warned = False
     return True
@@ -88,6 +121,7 @@ def schedule_retry(state: State, delivery_id: int, attempt: int, at: dt.datetime
             delivery_id,
             attempt,
             job_id=delivery_job_id(delivery_id, attempt),
+            job_timeout=state.settings.lease_seconds,
             result_ttl=RESULT_TTL,
             description=f"chimeway delivery {delivery_id} attempt {attempt}",
         )

@@ -20,9 +20,11 @@ from .errors import (
     UnknownNotifierError,
 )
 from .models import Delivery, Event, Notification, utcnow
-from .notifier import check_content
+from .notifier import Notifier, check_content
 from .params import validate_params
 from .recipients import Recipient, normalize_identity, normalize_recipients, recipient_snapshot
+from .workflows.dsl import Deliver, Param, Workflow
+from .workflows.start import check_definition, start_runs
 
 if t.TYPE_CHECKING:
     from .extension import Chimeway, State
@@ -76,7 +78,10 @@ def trigger(
             return _duplicate(session, existing)
 
     notifier = notifier_cls()
-    planned: list[tuple[str, dict[str, t.Any] | None, dict[str, dict[str, t.Any]]]] = []
+    workflow = notifier_cls.workflow
+    if workflow is not None:
+        check_definition(session, state, notifier_cls)
+    planned: list[tuple[str, dict[str, t.Any] | None, list[dict[str, t.Any]]]] = []
     for target in targets:
         recipient = chimeway.load_recipient(target)
         if recipient is None:
@@ -84,12 +89,15 @@ def trigger(
                 f"The recipient loader returned None for {normalize_identity(target)!r};"
                 " trigger only for recipients it knows, or pass a Recipient."
             )
-        contents = {
-            channel: check_content(key, channel, notifier.build(clean_params, recipient, channel))
-            for channel in notifier_cls.channels
-        }
+        if workflow is None:
+            plans = [
+                {"channel": channel, "content": _build(notifier, clean_params, recipient, channel)}
+                for channel in notifier_cls.channels
+            ]
+        else:
+            plans = plan_steps(chimeway, notifier, workflow, clean_params, recipient)
         snapshot = recipient_snapshot(target) if isinstance(target, Recipient) else None
-        planned.append((normalize_identity(target), snapshot, contents))
+        planned.append((normalize_identity(target), snapshot, plans))
 
     values = {
         "tenant": tenant_value,
@@ -124,22 +132,27 @@ def trigger(
     if sqlite:
         _assign_ids(session, Notification, notification_rows)
     notifications = _bulk_insert(session, Notification, notification_rows)
+    status = "pending" if workflow is None else "held"
     delivery_rows: list[dict[str, t.Any]] = [
         {
+            **plan,
             "notification_id": notification.id,
-            "channel": channel,
-            "content": content,
+            "status": status,
+            "status_reason": "planned" if workflow is None else "held",
             "created_at": now,
             "updated_at": now,
-            "next_attempt_at": now,
+            "next_attempt_at": now if workflow is None else None,
         }
-        for notification, (_, _, contents) in zip(notifications, planned, strict=True)
-        for channel, content in contents.items()
+        for notification, (_, _, plans) in zip(notifications, planned, strict=True)
+        for plan in plans
     ]
     if sqlite:
         _assign_ids(session, Delivery, delivery_rows)
     deliveries = _bulk_insert(session, Delivery, delivery_rows)
-    dispatch.stage(session, [d.id for d in deliveries])
+    if workflow is None:
+        dispatch.stage(session, [d.id for d in deliveries])
+    else:
+        start_runs(session, notifier_cls, workflow, notifications, deliveries, clean_params, now)
     logger.debug(
         "event %s (%s): %d notification(s), %d deliveries planned",
         event.id,
@@ -148,6 +161,53 @@ def trigger(
         len(deliveries),
     )
     return TriggerResult(event=event, notifications=notifications, deliveries=deliveries)
+
+
+def _build(
+    notifier: Notifier, params: dict[str, t.Any], recipient: Recipient, channel: str
+) -> dict[str, t.Any]:
+    return check_content(notifier.key, channel, notifier.build(params, recipient, channel))
+
+
+def plan_steps(
+    chimeway: Chimeway,
+    notifier: Notifier,
+    workflow: Workflow,
+    params: dict[str, t.Any],
+    recipient: Recipient,
+) -> list[dict[str, t.Any]]:
+    """One delivery per delivery step of ``workflow``, its content built now. An
+    escalation whose target resolves to nobody gets no delivery: its run records the
+    step as skipped when it reaches it."""
+    plans = []
+    for index, step in enumerate(workflow.steps):
+        if not isinstance(step, Deliver):
+            continue
+        plan: dict[str, t.Any] = {"channel": step.channel, "step": index}
+        target: Recipient | None = recipient
+        if step.to is not None:
+            target = _escalation_target(chimeway, step, params, recipient)
+            if target is None:
+                continue
+            plan["recipient_id"] = target.id
+            plan["recipient_data"] = recipient_snapshot(target)
+        assert target is not None
+        plan["content"] = _build(notifier, params, target, step.channel)
+        plans.append(plan)
+    return plans
+
+
+def _escalation_target(
+    chimeway: Chimeway, step: Deliver, params: dict[str, t.Any], recipient: Recipient
+) -> Recipient | None:
+    if isinstance(step.to, Param):
+        identity = params.get(step.to.name)
+    else:
+        identity = step.to(params, recipient) if step.to is not None else None
+    if identity is None or (isinstance(identity, str) and not identity.strip()):
+        return None
+    normalize_identity(identity)
+    return chimeway.load_recipient(identity)
 
 
 def _check_text(name: str, value: object, limit: int, error: type[TriggerError]) -> str | None:

@@ -6,10 +6,12 @@ import os
 import typing as t
 
 import rq
+import sqlalchemy.orm as sa_orm
 from flask import Flask
 
 from .extension import current_state
 from .queues import QUEUES, connection
+from .workflows.start import check_definitions
 
 
 class AppContextJob(rq.job.Job):
@@ -51,7 +53,11 @@ def make_worker(
         takes the worker with it.
     """
     with app.app_context():
-        redis = connection(current_state())
+        state = current_state()
+        redis = connection(state)
+        with sa_orm.Session(bind=state.chimeway.db.engine) as session:
+            check_definitions(session, state)  # refuse changed workflows at start-up
+            session.commit()
     worker_class = rq.SimpleWorker if simple else rq.Worker
     job_class = job_class_for(app)
     return worker_class(

@@ -102,22 +102,39 @@ def app(make_app: AppFactory) -> t.Iterator[Flask]:
         yield app
 
 
-REDIS_TEST_URL = os.environ.get("CHIMEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_TEST_URL = os.environ.get("CHIMEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_OWNER_KEY = "chimeway-test-run-owner"
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The Redis db index the tests own; flushed before and after each test using it."""
+def redis_url() -> t.Iterator[str]:
+    """A Redis db index of this test run's own: the first of 15..1 no other run holds.
+
+    Test runs on one machine (CI, a developer, a benchmark) never share an index, so
+    flushing it before and after each test cannot disturb another run.
+    """
     import redis
 
-    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        service_missing("Redis at " + REDIS_TEST_URL, exc)
-    finally:
+    base = sa.make_url(REDIS_TEST_URL.replace("redis://", "postgresql://", 1))
+    owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    for index in range(15, 0, -1):
+        url = f"redis://{base.host or '127.0.0.1'}:{base.port or 6379}/{index}"
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        try:
+            taken = client.set(REDIS_OWNER_KEY, owner, nx=True, ex=6 * 3600)
+        except redis.RedisError as exc:
+            client.close()
+            service_missing("Redis at " + REDIS_TEST_URL, exc)
+        if taken:
+            client.close()
+            break
         client.close()
-    return REDIS_TEST_URL
+    else:
+        pytest.fail("Every Redis db index 1-15 is held by another test run.")
+    yield url
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture
@@ -125,7 +142,10 @@ def redis_client(redis_url: str) -> t.Iterator[t.Any]:
     import redis
 
     client = redis.Redis.from_url(redis_url)
+    owner = client.get(REDIS_OWNER_KEY)
     client.flushdb()
+    client.set(REDIS_OWNER_KEY, owner or b"?", ex=6 * 3600)
     yield client
     client.flushdb()
+    client.set(REDIS_OWNER_KEY, owner or b"?", ex=6 * 3600)
     client.close()

@@ -127,6 +127,7 @@ def test_public_api_is_pinned() -> None:
         "InvalidIdempotencyKeyError",
         "InvalidParamsError",
         "InvalidRecipientError",
+        "InvalidSignalError",
         "InvalidTenantError",
         "LogChannel",
         "MemoryChannel",
@@ -145,6 +146,7 @@ def test_public_api_is_pinned() -> None:
         "TriggerResult",
         "UnknownChannelError",
         "UnknownNotifierError",
+        "WorkflowDefinitionError",
         "trace",
     ]
     for name in flask_chimeway.__all__:
@@ -157,6 +159,10 @@ def test_public_api_is_pinned() -> None:
         "DeliveryTransition",
         "Event",
         "Notification",
+        "Signal",
+        "WorkflowDefinition",
+        "WorkflowRun",
+        "WorkflowTransition",
     ]
     assert testing.__all__ == ["Outbox", "SentMessage", "capture"]
     for name in vars(errors):

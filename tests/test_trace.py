@@ -97,12 +97,12 @@ def test_trace_unknown_and_ambiguous_ids(app: Flask, triggered: t.Any) -> None:
     runner = app.test_cli_runner()
     out = runner.invoke(args=["chimeway", "trace", "evt_999"])
     assert out.exit_code != 0
-    assert "No event, notification or delivery matches 'evt_999'" in out.output
+    assert "No event, notification, delivery, run or signal matches 'evt_999'" in out.output
     out = runner.invoke(args=["chimeway", "trace", "1"])  # evt_1, ntf_1 and dlv_1 exist
     assert out.exit_code != 0
     assert "ambiguous" in out.output
     out = runner.invoke(args=["chimeway", "trace", "job_1"])
-    assert "pass evt_<id>, ntf_<id> or dlv_<id>" in out.output
+    assert "pass evt_<id>, ntf_<id>, dlv_<id>" in out.output
 
 
 def test_bare_number_traces_when_only_one_row_matches(

@@ -1,0 +1,138 @@
+"""The units of work that move runs, each in its own transaction with the rows locked:
+used by the dispatchers, the jobs and the tick."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import typing as t
+
+import sqlalchemy as sa
+import sqlalchemy.orm as sa_orm
+
+from .. import dispatch
+from ..lifecycle import DeliveryStatus
+from ..models import Delivery, Signal, WorkflowRun, as_utc
+from . import engine
+
+logger = logging.getLogger(__name__)
+
+FINISHED = (
+    DeliveryStatus.SUCCEEDED.value,
+    DeliveryStatus.CANCELLED.value,
+    DeliveryStatus.SUPPRESSED.value,
+)
+
+
+def _session(bind: sa.Engine) -> sa_orm.Session:
+    return sa_orm.Session(bind=bind, expire_on_commit=False)
+
+
+def _finish(session: sa_orm.Session, advance: engine.Advance) -> None:
+    """Commit; the deliveries the runs activated are dispatched after the commit."""
+    session.flush()
+    dispatch.stage(session, advance.activated)
+    session.commit()
+
+
+def after_deliveries(
+    bind: sa.Engine, delivery_ids: t.Iterable[int], now: dt.datetime | None
+) -> int:
+    """Advance the runs whose current step's delivery is among ``delivery_ids`` and has
+    finished. Returns how many runs moved."""
+    moved = 0
+    for delivery_id in delivery_ids:
+        with _session(bind) as session:
+            delivery = session.get(Delivery, delivery_id)
+            if delivery is None or delivery.step is None or delivery.status not in FINISHED:
+                continue
+            run = session.scalars(
+                sa.select(WorkflowRun)
+                .where(WorkflowRun.notification_id == delivery.notification_id)
+                .with_for_update()
+            ).first()
+            if run is None:
+                continue
+            advance = engine.Advance()
+            if engine.on_delivery_outcome(session, run, delivery, as_utc(now), advance):
+                moved += 1
+            _finish(session, advance)
+    return moved
+
+
+def route_signal(bind: sa.Engine, signal_id: int, now: dt.datetime | None = None) -> str | None:
+    """Route one stored signal; ``None`` when it was routed already (or is locked)."""
+    with _session(bind) as session:
+        signal = session.scalars(
+            sa.select(Signal)
+            .where(Signal.id == signal_id, Signal.routed_at.is_(None))
+            .with_for_update(skip_locked=True)
+        ).first()
+        if signal is None:
+            return None
+        outcome = engine.route(session, signal, as_utc(now))
+        _finish(session, engine.Advance())
+        logger.debug("signal %s: %s", signal_id, outcome)
+        return outcome
+
+
+def advance_due(bind: sa.Engine, now: dt.datetime, limit: int) -> int:
+    """Move every waiting run whose wait is over, in batches of ``limit`` locked rows."""
+    moved = 0
+    with _session(bind) as session:
+        while True:
+            runs = session.scalars(
+                sa.select(WorkflowRun)
+                .where(WorkflowRun.state == engine.WAITING, WorkflowRun.due_at <= now)
+                .order_by(WorkflowRun.due_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            advance = engine.Advance()
+            for run in runs:
+                if engine.on_wait_elapsed(session, run, now, advance):
+                    moved += 1
+            _finish(session, advance)
+            if len(runs) < limit:
+                return moved
+
+
+def advance_stalled(bind: sa.Engine, now: dt.datetime, limit: int) -> int:
+    """The safety net for (a): active runs whose current delivery finished but that did
+    not move (the process died in between, or the delivery was cancelled by the tick)."""
+    moved = 0
+    with _session(bind) as session:
+        while True:
+            rows = session.execute(
+                sa.select(WorkflowRun, Delivery)
+                .join(
+                    Delivery,
+                    sa.and_(
+                        Delivery.notification_id == WorkflowRun.notification_id,
+                        Delivery.step == WorkflowRun.current_step,
+                    ),
+                )
+                .where(WorkflowRun.state == engine.ACTIVE, Delivery.status.in_(FINISHED))
+                .order_by(WorkflowRun.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True, of=WorkflowRun)
+            ).all()
+            advance = engine.Advance()
+            for run, delivery in rows:
+                if engine.on_delivery_outcome(session, run, delivery, now, advance):
+                    moved += 1
+            _finish(session, advance)
+            if len(rows) < limit:
+                return moved
+
+
+def route_unrouted(bind: sa.Engine, before: dt.datetime, limit: int) -> int:
+    """Route signals whose routing job never ran (Redis was down, the job was lost)."""
+    with _session(bind) as session:
+        ids = session.scalars(
+            sa.select(Signal.id)
+            .where(Signal.routed_at.is_(None), Signal.created_at <= before)
+            .order_by(Signal.id)
+            .limit(limit)
+        ).all()
+    return sum(route_signal(bind, signal_id) is not None for signal_id in ids)
