@@ -53,8 +53,14 @@ JSONDocument = sa.JSON().with_variant(_jsonb(), "postgresql")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+#: Times pushed by :func:`flask_chimeway.testing.clock`; the last one is "now".
+_frozen: list[dt.datetime] = []
+
+
 def utcnow() -> dt.datetime:
-    """The current time, aware, in UTC."""
+    """The current time, aware, in UTC (or the fake clock's, in tests)."""
+    if _frozen:
+        return _frozen[-1]
     return dt.datetime.now(dt.UTC)
 
 

@@ -16,11 +16,21 @@ TICK_JOB_ID = "chimeway-progress-tick"
 TICK_CRON = "* * * * *"
 
 
+class TickScheduler(Scheduler):  # type: ignore[misc]
+    """rq-scheduler that puts the tick's entry back if Redis lost it (a flush, a
+    failover): one ZSCORE per poll keeps the tick from stopping silently."""
+
+    def enqueue_jobs(self) -> t.Any:
+        if TICK_JOB_ID not in self:
+            register_tick(self)
+        return super().enqueue_jobs()
+
+
 def make_scheduler(app: Flask, *, interval: float = 5) -> Scheduler:
     """An rq-scheduler for ``app`` with the tick's cron entry registered."""
     with app.app_context():
         redis = connection(current_state())
-    scheduler = Scheduler(
+    scheduler = TickScheduler(
         queue_name=WORKFLOWS_QUEUE,
         connection=redis,
         interval=interval,

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import threading
 import typing as t
 
 from flask import Flask
 
+from . import models
 from .channels import Message
 
-__all__ = ["Outbox", "SentMessage", "capture"]
+if t.TYPE_CHECKING:
+    from .progress import TickReport
+
+__all__ = ["Clock", "Outbox", "SentMessage", "capture", "clock", "drain"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,3 +180,74 @@ def capture(app: Flask, *, fake: bool = True) -> t.Iterator[Outbox]:
         yield outbox
     finally:
         state.outboxes.remove(outbox)
+
+
+class Clock:
+    """A fake clock for journeys: everything Flask-Chimeway timestamps uses it, and
+    :meth:`advance` moves it and runs the tick, so waits elapse without sleeping."""
+
+    def __init__(self, app: Flask, now: dt.datetime) -> None:
+        self.app = app
+        self.now = now
+
+    def advance(
+        self,
+        delta: dt.timedelta | None = None,
+        *,
+        seconds: float = 0,
+        minutes: float = 0,
+        hours: float = 0,
+        days: float = 0,
+        tick: bool = True,
+    ) -> TickReport | None:
+        """Move the clock forward, then (unless ``tick=False``) run one tick at the new
+        time in ``app``; returns what the tick did."""
+        self.now += (delta or dt.timedelta()) + dt.timedelta(
+            seconds=seconds, minutes=minutes, hours=hours, days=days
+        )
+        models._frozen[-1] = self.now
+        return self.tick() if tick else None
+
+    def tick(self) -> TickReport:
+        """Run one tick at the clock's time."""
+        from .progress import progress
+
+        with self.app.app_context():
+            return progress(now=self.now)
+
+
+@contextlib.contextmanager
+def clock(app: Flask, start: dt.datetime | None = None) -> t.Iterator[Clock]:
+    """Freeze Flask-Chimeway's clock at ``start`` (now by default) inside the block.
+
+    .. code-block:: python
+
+        with clock(app) as c:
+            TaskAssigned.trigger(bob.id, {...}); db.session.commit()
+            c.advance(minutes=31)            # the wait is over: the email goes out
+            outbox.assert_sent("task.assigned", channel="email")
+
+    Only this process sees the fake time: use it with the ``sync`` dispatcher, or drain
+    the queues in-process with :func:`drain`.
+    """
+    start = start or dt.datetime.now(dt.UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=dt.UTC)
+    models._frozen.append(start)
+    try:
+        yield Clock(app, start)
+    finally:
+        models._frozen.pop()
+
+
+def drain(app: Flask, *, max_jobs: int | None = None) -> int:
+    """Run ``app``'s queued Chimeway jobs in this process until the queues are empty (the
+    ``rq`` dispatcher); returns how many ran. With ``sync`` nothing is queued: 0."""
+    from .queues import QUEUES
+    from .worker import make_worker
+
+    if app.extensions["chimeway"].settings.dispatcher != "rq":
+        return 0
+    worker = make_worker(app, QUEUES, simple=True)
+    worker.work(burst=True, with_scheduler=False, max_jobs=max_jobs, logging_level="WARNING")
+    return int(worker.successful_job_count + worker.failed_job_count)

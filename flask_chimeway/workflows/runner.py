@@ -28,6 +28,23 @@ def _session(bind: sa.Engine) -> sa_orm.Session:
     return sa_orm.Session(bind=bind, expire_on_commit=False)
 
 
+def _orphaned(session: sa_orm.Session, run: WorkflowRun, now: dt.datetime) -> bool:
+    """Stop ``run`` when its notifier is no longer in the code; ``True`` if it was."""
+    from ..extension import current_state
+
+    if run.notifier_key in current_state().chimeway.notifiers:
+        return False
+    engine.stop(
+        session,
+        run,
+        "notifier_missing",
+        f"no notifier {run.notifier_key!r} is registered any more; deploy it again (the"
+        " run kept its steps) or let the run end here",
+        now,
+    )
+    return True
+
+
 def _finish(session: sa_orm.Session, advance: engine.Advance) -> None:
     """Commit; the deliveries the runs activated are dispatched after the commit."""
     session.flush()
@@ -54,7 +71,9 @@ def after_deliveries(
             if run is None:
                 continue
             advance = engine.Advance()
-            if engine.on_delivery_outcome(session, run, delivery, as_utc(now), advance):
+            if _orphaned(session, run, as_utc(now)) or engine.on_delivery_outcome(
+                session, run, delivery, as_utc(now), advance
+            ):
                 moved += 1
             _finish(session, advance)
     return moved
@@ -90,7 +109,9 @@ def advance_due(bind: sa.Engine, now: dt.datetime, limit: int) -> int:
             ).all()
             advance = engine.Advance()
             for run in runs:
-                if engine.on_wait_elapsed(session, run, now, advance):
+                if _orphaned(session, run, now) or engine.on_wait_elapsed(
+                    session, run, now, advance
+                ):
                     moved += 1
             _finish(session, advance)
             if len(runs) < limit:
@@ -119,7 +140,9 @@ def advance_stalled(bind: sa.Engine, now: dt.datetime, limit: int) -> int:
             ).all()
             advance = engine.Advance()
             for run, delivery in rows:
-                if engine.on_delivery_outcome(session, run, delivery, now, advance):
+                if _orphaned(session, run, now) or engine.on_delivery_outcome(
+                    session, run, delivery, now, advance
+                ):
                     moved += 1
             _finish(session, advance)
             if len(rows) < limit:
