@@ -39,7 +39,7 @@ class Text(Notifier):
 @pytest.fixture
 def journey_app(
     request: pytest.FixtureRequest, backend: str, chimeway: Chimeway
-) -> t.Iterator[tuple[Flask, Recording, Recording]]:
+) -> tuple[Flask, Recording, Recording]:
     """sqlite: the sync dispatcher; postgresql: the rq dispatcher with real Redis."""
     email, pager = Recording(), Recording()
     chimeway.channel("email", email)
@@ -51,7 +51,7 @@ def journey_app(
             "CHIMEWAY_DISPATCHER": "rq",
             "CHIMEWAY_REDIS_URL": request.getfixturevalue("redis_url"),
         }
-    yield request.getfixturevalue("make_app")(**config), email, pager
+    return request.getfixturevalue("make_app")(**config), email, pager
 
 
 def settle(app: Flask, c: Clock | None = None, **advance: float) -> None:
