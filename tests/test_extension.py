@@ -164,7 +164,24 @@ def test_public_api_is_pinned() -> None:
         "WorkflowRun",
         "WorkflowTransition",
     ]
-    assert testing.__all__ == ["Outbox", "SentMessage", "capture"]
+    assert testing.__all__ == ["Clock", "Outbox", "SentMessage", "capture", "clock", "drain"]
+    from flask_chimeway import workflows
+
+    assert workflows.__all__ == [
+        "NOTIFICATION",
+        "Deliver",
+        "Param",
+        "Signal",
+        "Wait",
+        "Workflow",
+        "deliver",
+        "escalate",
+        "param",
+        "read",
+        "seen",
+        "signal",
+        "wait",
+    ]
     for name in vars(errors):
         obj = getattr(errors, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
