@@ -210,7 +210,9 @@ def claim_deliveries(
             )
         )
         .order_by(Delivery.id)
-        .with_for_update(skip_locked=True, of=Delivery)
+        # A job names its attempt and waits for a lock held elsewhere (a tick checking the
+        # row), since skipping would waste the job; batches skip rows someone else holds.
+        .with_for_update(skip_locked=attempts is None, of=Delivery)
     ).all()
     claims = [
         claim
