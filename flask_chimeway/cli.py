@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 
 import click
@@ -13,6 +14,8 @@ from flask.cli import AppGroup, with_appcontext
 from .errors import TraceNotFoundError
 from .extension import current_state
 from .queues import QUEUES
+
+logger = logging.getLogger(__name__)
 
 chimeway_cli = AppGroup(
     "chimeway",
@@ -60,10 +63,14 @@ def progress_command(now_text: str | None, every: float | None) -> None:
     from .progress import progress
 
     now = _parse_now(now_text)
-    while True:
+    if every is None:
         click.echo(f"chimeway tick: {progress(now=now)}")
-        if every is None:
-            return
+        return
+    while True:
+        try:
+            click.echo(f"chimeway tick: {progress(now=now)}")
+        except Exception:  # keep looping: the next tick may well succeed
+            logger.exception("chimeway tick failed; trying again in %s s", every)
         time.sleep(every)
 
 

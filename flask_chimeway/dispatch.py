@@ -21,9 +21,9 @@ logger = logging.getLogger(__name__)
 
 _STAGED = "chimeway_staged"
 
-#: One staged batch: the app, the engine the rows live in, what the ids are
-#: (``"delivery"`` or ``"signal"``), the ids.
-Batch: t.TypeAlias = tuple[Flask, sa.Engine, str, list[int]]
+#: One staged batch: the app, the engine the rows live in, what the items are
+#: (``"delivery"`` and ``"signal"``: ids; ``"wait"``: ``(run_id, step, due_at)``), the items.
+Batch: t.TypeAlias = tuple[Flask, sa.Engine, str, list[t.Any]]
 
 _listening = False
 
@@ -38,8 +38,9 @@ def listen() -> None:
     _listening = True
 
 
-def stage(session: sa_orm.Session, ids: list[int], kind: str = "delivery") -> None:
-    """Attach delivery (or signal) ``ids`` to the innermost transaction of ``session``."""
+def stage(session: sa_orm.Session, ids: t.Sequence[t.Any], kind: str = "delivery") -> None:
+    """Attach delivery ids (or signal ids, or waits) to the innermost transaction of
+    ``session``."""
     if not ids:
         return
     transaction = session.get_nested_transaction() or session.get_transaction()
@@ -97,7 +98,7 @@ def _after_transaction_end(session: sa_orm.Session, transaction: sa_orm.SessionT
 def dispatch_committed(batches: list[Batch]) -> None:
     """Act on committed work: with ``sync``, perform the deliveries and route the signals
     now; with ``rq``, push one job for each in a single Redis pipeline."""
-    by_target: dict[tuple[Flask, sa.Engine], dict[str, list[int]]] = {}
+    by_target: dict[tuple[Flask, sa.Engine], dict[str, list[t.Any]]] = {}
     for app, engine, kind, ids in batches:
         by_target.setdefault((app, engine), {}).setdefault(kind, []).extend(ids)
     for (app, engine), work in by_target.items():
@@ -105,7 +106,9 @@ def dispatch_committed(batches: list[Batch]) -> None:
         if state.settings.dispatcher == "rq":
             from .queues import enqueue_work
 
-            enqueue_work(state, work.get("delivery", []), work.get("signal", []))
+            enqueue_work(
+                state, work.get("delivery", []), work.get("signal", []), work.get("wait", [])
+            )
             continue
         with app.app_context():
             if work.get("signal"):

@@ -25,3 +25,11 @@ def route_signal_job(signal_id: int) -> str | None:
     from .workflows.runner import route_signal
 
     return route_signal(current_state().chimeway.db.engine, signal_id)
+
+
+def advance_run_job(run_id: int) -> bool:
+    """Move a workflow run past its wait, now that the wait is over."""
+    from .extension import current_state
+    from .workflows.runner import advance_run
+
+    return advance_run(current_state().chimeway.db.engine, run_id)

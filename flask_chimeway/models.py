@@ -139,6 +139,9 @@ class Notification(Base):
     archived_at: sa_orm.Mapped[dt.datetime | None]
 
     event: sa_orm.Mapped[Event] = sa_orm.relationship(back_populates="notifications")
+    workflow_run: sa_orm.Mapped[WorkflowRun | None] = sa_orm.relationship(
+        back_populates="notification", cascade="all, delete-orphan"
+    )
     deliveries: sa_orm.Mapped[list[Delivery]] = sa_orm.relationship(
         back_populates="notification",
         order_by="Delivery.id",
@@ -316,7 +319,7 @@ class WorkflowRun(Base):
     updated_at: sa_orm.Mapped[dt.datetime] = sa_orm.mapped_column(default=utcnow)
     version: sa_orm.Mapped[int] = sa_orm.mapped_column(sa.Integer, default=1)
 
-    notification: sa_orm.Mapped[Notification] = sa_orm.relationship()
+    notification: sa_orm.Mapped[Notification] = sa_orm.relationship(back_populates="workflow_run")
     transitions: sa_orm.Mapped[list[WorkflowTransition]] = sa_orm.relationship(
         back_populates="run", order_by="WorkflowTransition.id", cascade="all, delete-orphan"
     )

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as sa_orm
 
 from .delivery import BATCH_SIZE, perform_deliveries, retry_or_give_up
+from .errors import WorkflowDefinitionError
 from .extension import State, current_state
 from .lifecycle import AttemptOutcome, DeliveryStatus
 from .models import Delivery, DeliveryAttempt, as_utc
@@ -65,8 +66,12 @@ def progress(*, now: dt.datetime | None = None, batch_size: int = 500) -> TickRe
     now = as_utc(now)
     report = TickReport()
     with sa_orm.Session(bind=engine, expire_on_commit=False) as session:
-        check_definitions(session, state)
-        session.commit()
+        try:
+            check_definitions(session, state)
+            session.commit()
+        except WorkflowDefinitionError:
+            # runs follow the steps stored on them; only new triggers of that notifier fail
+            logger.exception("chimeway tick: a workflow changed under a used version")
     requeue_cutoff = now - dt.timedelta(seconds=state.settings.requeue_after)
     report.signals_routed = runner.route_unrouted(engine, requeue_cutoff, batch_size)
     report.runs_advanced = runner.advance_due(engine, now, batch_size)

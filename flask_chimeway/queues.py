@@ -22,6 +22,7 @@ QUEUES = (DELIVERY_QUEUE, SIGNALS_QUEUE, WORKFLOWS_QUEUE)
 
 PERFORM_DELIVERY = "flask_chimeway.jobs.perform_delivery_job"
 ROUTE_SIGNAL = "flask_chimeway.jobs.route_signal_job"
+ADVANCE_RUN = "flask_chimeway.jobs.advance_run_job"
 #: Job statuses that mean "a worker will run this job": anything else is lost or done.
 LIVE_STATUSES = frozenset({"queued", "started"})
 #: Finished jobs only need to live long enough to be inspected.
@@ -58,9 +59,15 @@ def enqueue_deliveries(state: State, deliveries: t.Sequence[tuple[int, int]]) ->
     return _push(state, [_delivery_job(state, d, a) for d, a in deliveries])
 
 
-def enqueue_work(state: State, delivery_ids: t.Sequence[int], signal_ids: t.Sequence[int]) -> bool:
-    """After a commit: first attempts of new deliveries and routing of new signals, all
-    in one pipeline."""
+def enqueue_work(
+    state: State,
+    delivery_ids: t.Sequence[int],
+    signal_ids: t.Sequence[int],
+    waits: t.Sequence[tuple[int, int, dt.datetime]] = (),
+) -> bool:
+    """After a commit: first attempts of new deliveries, routing of new signals, and the
+    end of each wait started (scheduled for its due time, moved by RQ's scheduler), all in
+    one pipeline."""
     jobs = [_delivery_job(state, d, 1) for d in delivery_ids]
     jobs += [
         (
@@ -75,7 +82,7 @@ def enqueue_work(state: State, delivery_ids: t.Sequence[int], signal_ids: t.Sequ
         )
         for signal_id in signal_ids
     ]
-    return _push(state, jobs)
+    return _push(state, jobs, waits)
 
 
 def _delivery_job(state: State, delivery_id: int, attempt: int) -> tuple[str, t.Any]:
@@ -93,8 +100,12 @@ def _delivery_job(state: State, delivery_id: int, attempt: int) -> tuple[str, t.
     )
 
 
-def _push(state: State, jobs: list[tuple[str, t.Any]]) -> bool:
-    if not jobs:
+def _push(
+    state: State,
+    jobs: list[tuple[str, t.Any]],
+    waits: t.Sequence[tuple[int, int, dt.datetime]] = (),
+) -> bool:
+    if not jobs and not waits:
         return True
     by_queue: dict[str, list[t.Any]] = {}
     for name, job in jobs:
@@ -103,6 +114,17 @@ def _push(state: State, jobs: list[tuple[str, t.Any]]) -> bool:
         with connection(state).pipeline() as pipe:
             for name, datas in by_queue.items():
                 queue(state, name).enqueue_many(datas, pipeline=pipe)
+            workflows = queue(state, WORKFLOWS_QUEUE)
+            for run_id, step, due_at in waits:
+                workflows.enqueue_at(
+                    due_at,
+                    ADVANCE_RUN,
+                    run_id,
+                    job_id=f"chimeway-run-{run_id}-{step}",
+                    result_ttl=RESULT_TTL,
+                    description=f"chimeway run {run_id}: end of the wait at step {step}",
+                    pipeline=pipe,
+                )
             pipe.execute()
     except redis.RedisError as exc:
         _redis_down(state, exc, f"{len(jobs)} job(s) were not enqueued")

@@ -35,12 +35,7 @@ def track(
             f"A signal name must be a non-blank string of at most {MAX_NAME_LENGTH}"
             f" characters such as 'invoice.paid', not {name!r}."
         )
-    if tenant is not None and (
-        not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 200
-    ):
-        raise InvalidTenantError(
-            f"tenant must be a non-blank string of at most 200 characters or None, not {tenant!r}."
-        )
+    check_tenant(tenant)
     try:
         clean = validate_params(data)
     except InvalidParamsError as exc:
@@ -58,6 +53,16 @@ def track(
     return signal
 
 
+def check_tenant(tenant: object) -> None:
+    """:raise InvalidTenantError: unless ``tenant`` is ``None`` or a non-blank string."""
+    if tenant is not None and (
+        not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 200
+    ):
+        raise InvalidTenantError(
+            f"tenant must be a non-blank string of at most 200 characters or None, not {tenant!r}."
+        )
+
+
 def mark(
     session: sa_orm.Session,
     notification_id: int,
@@ -70,6 +75,7 @@ def mark(
     ``notification.<what>`` for the run that sent it. ``False`` when it was already so, or
     the notification is not the recipient's."""
     identity = normalize_identity(recipient)
+    check_tenant(tenant)
     now = utcnow()
     columns = {"seen": ("seen_at",), "read": ("read_at", "seen_at")}[what]
     first = getattr(Notification, columns[0])

@@ -24,8 +24,11 @@ class AppContextJob(rq.job.Job):
 
     flask_app: t.ClassVar[Flask]
     parent_pid: t.ClassVar[int]
+    #: Jobs this class ran in this process (``testing.drain`` reports it).
+    performed: t.ClassVar[int] = 0
 
     def perform(self) -> t.Any:
+        type(self).performed += 1
         with self.flask_app.app_context():
             if os.getpid() != self.parent_pid:
                 for engine in self.flask_app.extensions["sqlalchemy"].engines.values():

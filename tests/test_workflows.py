@@ -361,3 +361,134 @@ def test_trace_shows_the_run_beside_its_deliveries(
     out = app.test_cli_runner().invoke(args=["chimeway", "trace", run.public_id])
     assert out.exit_code == 0
     assert "step 1   waiting" in out.output
+
+
+def test_a_signal_tracked_before_the_wait_began_stops_it(
+    app: Flask, db: SQLAlchemy, chimeway: Chimeway
+) -> None:
+    from flask_chimeway import Channel, TransientDeliveryError
+
+    class Slow(Channel):
+        calls = 0
+
+        def send(self, message: t.Any) -> None:
+            Slow.calls += 1
+            if Slow.calls == 1:
+                raise TransientDeliveryError("try later")
+
+    chimeway.channel("slow", Slow())
+    flow = chimeway.notifier(
+        "sticky",
+        channels=["slow", "memory"],
+        workflow=Workflow(
+            deliver("slow"), wait(hours=1, stop_on=[signal("task.done")]), deliver("memory")
+        ),
+    )(type("Sticky", (Content,), {}))
+    with clock(app) as c, capture(app, fake=False) as outbox:
+        flow.trigger(1)
+        db.session.commit()  # the first send fails: the run is still at step 0
+        chimeway.track(1, "task.done")
+        db.session.commit()
+        c.advance(hours=2)  # the retry succeeds, the wait begins, the signal stops it
+        c.advance(hours=2)
+        outbox.assert_not_sent("sticky", channel="memory")
+    [run] = runs(db)
+    assert run.state == "stopped"
+    assert "tracked before the wait began" in (run.transitions[-1].detail or "")
+
+
+def test_a_run_without_the_matched_value_is_not_the_signals_subject(
+    app: Flask, db: SQLAlchemy, chimeway: Chimeway
+) -> None:
+    flow = register(
+        chimeway,
+        "dun",
+        Workflow(
+            deliver("log"),
+            wait(days=1),
+            deliver("log"),
+            stop_on=[signal("invoice.paid", match={"invoice_id": "invoice_id"})],
+        ),
+    )
+    flow.trigger(1, {})  # no invoice_id
+    db.session.commit()
+    chimeway.track(1, "invoice.paid", {"invoice_id": None})
+    db.session.commit()
+    [run] = runs(db)
+    assert run.state == "waiting"
+
+
+def test_wait_refuses_a_bare_number(chimeway: Chimeway) -> None:
+    with pytest.raises(WorkflowDefinitionError, match="takes a timedelta"):
+        wait(5)  # type: ignore[arg-type]
+
+
+def test_mark_read_with_a_bad_tenant_changes_nothing(
+    app: Flask, db: SQLAlchemy, chimeway: Chimeway
+) -> None:
+    note = register(chimeway, "note", Workflow(deliver("in_app")))
+    notification = note.trigger(3).notifications[0]
+    db.session.commit()
+    for tenant in ("", 42):
+        with pytest.raises(InvalidTenantError):
+            chimeway.mark_read(notification.id, 3, tenant=tenant)
+    db.session.commit()
+    db.session.refresh(notification)
+    assert notification.read_at is None
+    assert chimeway.mark_read(notification.id, 3) is True
+
+
+def test_deleting_an_event_deletes_its_runs(app: Flask, db: SQLAlchemy, chimeway: Chimeway) -> None:
+    flow = register(chimeway, "del", Workflow(deliver("log"), wait(hours=1), deliver("log")))
+    result = flow.trigger([1, 2])
+    db.session.commit()
+    db.session.delete(result.event)
+    db.session.commit()
+    assert runs(db) == []
+    flow.trigger([1, 2])  # the ids are free again on SQLite: no stale run in the way
+    db.session.commit()
+    assert len(runs(db)) == 2
+
+
+def test_a_changed_workflow_does_not_stop_the_tick(
+    app: Flask, db: SQLAlchemy, chimeway: Chimeway, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flask_chimeway.progress import progress
+
+    flow = register(chimeway, "v", Workflow(deliver("log"), wait(hours=1), deliver("log")))
+    flow.trigger(1)
+    db.session.commit()
+    del chimeway._notifiers["v"]
+    register(chimeway, "v", Workflow(deliver("memory")))  # same version, other steps
+    chimeway.get_state().checked_workflows.clear()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    assert progress(now=later).runs_advanced == 1, "runs follow their stored steps"
+    assert "changed under a used version" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_with_rq_the_end_of_a_wait_is_scheduled(
+    make_app: t.Any, db: SQLAlchemy, chimeway: Chimeway, redis_url: str, redis_client: t.Any
+) -> None:
+    import rq
+
+    from flask_chimeway.testing import drain
+    from flask_chimeway.workflows.runner import advance_run
+
+    app = make_app(CHIMEWAY_DISPATCHER="rq", CHIMEWAY_REDIS_URL=redis_url)
+    flow = register(chimeway, "timed", Workflow(deliver("log"), wait(hours=1), deliver("log")))
+    with app.app_context(), clock(app) as c:
+        flow.trigger(1)
+        db.session.commit()
+        assert drain(app) == 1
+        [run] = runs(db)
+        registry = rq.registry.ScheduledJobRegistry("chimeway_workflows", connection=redis_client)
+        assert registry.get_job_ids() == [f"chimeway-run-{run.id}-1"]
+        scheduled = registry.get_scheduled_time(f"chimeway-run-{run.id}-1")
+        assert abs((scheduled - run.due_at).total_seconds()) < 1
+        assert advance_run(db.engine, run.id) is False, "not due yet"
+        c.advance(hours=1, tick=False)
+        assert advance_run(db.engine, run.id) is True  # what the scheduled job does
+        assert drain(app) == 1
+        [run] = runs(db)
+        assert run.state == "completed"

@@ -165,6 +165,10 @@ def wait(
     stop_on: t.Iterable[Signal] = (),
 ) -> Wait:
     """A wait gate; any signal in ``stop_on`` arriving while it waits stops the run."""
+    if delta is not None and not isinstance(delta, dt.timedelta):
+        raise WorkflowDefinitionError(
+            f"wait() takes a timedelta or minutes=/hours=/days=..., not {delta!r}."
+        )
     total = (delta or dt.timedelta()) + dt.timedelta(
         seconds=seconds, minutes=minutes, hours=hours, days=days
     )

@@ -27,10 +27,13 @@ CANCELLABLE = (
 
 
 class Advance:
-    """What advancing runs did in one transaction: deliveries to dispatch after commit."""
+    """What advancing runs did in one transaction: deliveries to dispatch and waits to
+    schedule after the commit."""
 
     def __init__(self) -> None:
         self.activated: list[int] = []
+        #: ``(run_id, step, due_at)`` of the waits started.
+        self.waits: list[tuple[int, int, dt.datetime]] = []
 
 
 def log(
@@ -77,7 +80,18 @@ def run_from(
         if step["kind"] == "wait":
             run.state = WAITING
             run.due_at = now + dt.timedelta(seconds=step["seconds"])
-            log(session, run, "waiting", now, f"until {run.due_at.isoformat()}")
+            log(session, run, "waiting", now, f"until {_iso(run.due_at)}")
+            earlier = _earlier_signal(session, run, step.get("stop_on", []))
+            if earlier is not None:
+                stop(
+                    session,
+                    run,
+                    "stopped_by_signal",
+                    f"{earlier.name} ({earlier.public_id}), tracked before the wait began",
+                    now,
+                )
+                return
+            advance.waits.append((run.id, index, run.due_at))
             return
         if find is not None:
             delivery = find(run.notification_id, index)
@@ -111,6 +125,34 @@ def run_from(
     run.due_at = None
     run.updated_at = now
     log(session, run, "completed", now)
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _earlier_signal(
+    session: sa_orm.Session, run: WorkflowRun, stop_on: list[dict[str, t.Any]]
+) -> Signal | None:
+    """A signal tracked since the run started that meets one of a wait's conditions: a
+    message read while the step before the wait was still being retried stops the wait
+    as soon as it begins."""
+    if not stop_on:
+        return None
+    candidates = session.scalars(
+        sa.select(Signal)
+        .where(
+            Signal.tenant == run.tenant,
+            Signal.recipient_id == run.recipient_id,
+            Signal.name.in_({c["signal"] for c in stop_on}),
+            Signal.created_at >= run.created_at,
+        )
+        .order_by(Signal.id)
+    ).all()
+    for signal in candidates:
+        if any(matches(run, c, signal) for c in stop_on):
+            return signal
+    return None
 
 
 def stop(
@@ -198,7 +240,9 @@ def matches(run: WorkflowRun, condition: t.Mapping[str, t.Any], signal: Signal) 
         return False
     for field, source in condition["match"].items():
         expected = run.notification_id if source == NOTIFICATION else run.match_values.get(source)
-        if field not in signal.data or str(signal.data[field]) != str(expected):
+        if expected is None or signal.data.get(field) is None:
+            return False  # a run without the value cannot be the signal's subject
+        if str(signal.data[field]) != str(expected):
             return False
     return True
 

@@ -46,10 +46,28 @@ def _orphaned(session: sa_orm.Session, run: WorkflowRun, now: dt.datetime) -> bo
 
 
 def _finish(session: sa_orm.Session, advance: engine.Advance) -> None:
-    """Commit; the deliveries the runs activated are dispatched after the commit."""
+    """Commit; the deliveries the runs activated are dispatched, and the waits they
+    started scheduled (``rq``), after the commit."""
     session.flush()
     dispatch.stage(session, advance.activated)
+    dispatch.stage(session, advance.waits, kind="wait")
     session.commit()
+
+
+def advance_run(bind: sa.Engine, run_id: int, now: dt.datetime | None = None) -> bool:
+    """Move one run past its wait if the wait is over (the job RQ's scheduler enqueues at
+    the wait's end). ``False`` when there was nothing to do."""
+    now = as_utc(now)
+    with _session(bind) as session:
+        run = session.scalars(
+            sa.select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update()
+        ).first()
+        if run is None:
+            return False
+        advance = engine.Advance()
+        moved = _orphaned(session, run, now) or engine.on_wait_elapsed(session, run, now, advance)
+        _finish(session, advance)
+        return moved
 
 
 def after_deliveries(

@@ -105,6 +105,7 @@ def start_runs(
         )
     session.flush()
     dispatch.stage(session, advance.activated)
+    dispatch.stage(session, advance.waits, kind="wait")
     return runs
 
 
