@@ -166,7 +166,16 @@ class Delivery(Base):
 
     __tablename__ = "chimeway_deliveries"
     __table_args__ = (
-        sa.UniqueConstraint("notification_id", "channel", "step"),
+        # one delivery per channel for a plain notifier, one per step for a workflow
+        sa.Index(
+            "uq_chimeway_deliveries_notification_id_channel",
+            "notification_id",
+            "channel",
+            unique=True,
+            postgresql_where=sa.text("step IS NULL"),
+            sqlite_where=sa.text("step IS NULL"),
+        ),
+        sa.UniqueConstraint("notification_id", "step"),
         sa.Index(None, "status", "next_attempt_at"),
     )
 

@@ -270,3 +270,13 @@ def test_one_trigger_for_1000_recipients_batches_its_inserts(
     # one event, the notifications and the deliveries in a few batches each: never per row
     assert len(inserts) <= 8, inserts
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == 1000
+
+
+def test_the_database_refuses_a_second_delivery_on_one_channel(
+    app: Flask, db: SQLAlchemy, welcome: type[Notifier]
+) -> None:
+    [first, _] = welcome.trigger(1).deliveries
+    db.session.commit()
+    db.session.add(Delivery(notification_id=first.notification_id, channel="in_app", content={}))
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.commit()
