@@ -304,6 +304,7 @@ class WorkflowRun(Base):
     __tablename__ = "chimeway_workflow_runs"
     __table_args__ = (
         sa.Index(None, "state", "due_at"),
+        sa.Index(None, "state", "updated_at"),
         sa.Index(None, "tenant", "recipient_id", "state"),
     )
 

@@ -75,7 +75,9 @@ def progress(*, now: dt.datetime | None = None, batch_size: int = 500) -> TickRe
     requeue_cutoff = now - dt.timedelta(seconds=state.settings.requeue_after)
     report.signals_routed = runner.route_unrouted(engine, requeue_cutoff, batch_size)
     report.runs_advanced = runner.advance_due(engine, now, batch_size)
-    report.runs_advanced += runner.advance_stalled(engine, now, batch_size)
+    report.runs_advanced += runner.advance_stalled(
+        engine, now, batch_size, grace=state.settings.requeue_after
+    )
     with sa_orm.Session(bind=engine, expire_on_commit=False) as session:
         retry = _expire_leases(session, state, now, batch_size)
         report.abandoned = len(retry)

@@ -492,3 +492,26 @@ def test_with_rq_the_end_of_a_wait_is_scheduled(
         assert drain(app) == 1
         [run] = runs(db)
         assert run.state == "completed"
+
+
+def test_the_tick_moves_a_run_whose_delivery_finished_without_moving_it(
+    app: Flask, db: SQLAlchemy, chimeway: Chimeway
+) -> None:
+    from flask_chimeway import DeliveryStatus
+    from flask_chimeway.lifecycle import transition
+    from flask_chimeway.progress import progress
+
+    flow = register(chimeway, "stall", Workflow(deliver("log"), wait(hours=1), deliver("memory")))
+    result = flow.trigger(1)
+    db.session.info.clear()  # forget the staged ids: as if the process died at commit
+    db.session.commit()
+    first = db.session.get(Delivery, result.deliveries[0].id)
+    assert first is not None
+    transition(db.session, first, DeliveryStatus.CANCELLED, "cancelled_by_operator")
+    db.session.commit()
+    now = dt.datetime.now(dt.UTC)
+    assert progress(now=now).runs_advanced == 0, "not before the grace period"
+    report = progress(now=now + dt.timedelta(minutes=1))
+    assert report.runs_advanced == 1
+    [run] = runs(db)
+    assert (run.state, run.current_step) == ("completed", 2), "on_failure skips the wait"

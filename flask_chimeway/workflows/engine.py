@@ -217,13 +217,17 @@ def on_delivery_outcome(
 
 
 def on_wait_elapsed(
-    session: sa_orm.Session, run: WorkflowRun, now: dt.datetime, advance: Advance
+    session: sa_orm.Session,
+    run: WorkflowRun,
+    now: dt.datetime,
+    advance: Advance,
+    find: t.Callable[[int, int], Delivery | None] | None = None,
 ) -> bool:
     """Advance ``run`` past its wait when it is due. ``False`` when it is not."""
     if run.state != WAITING or run.due_at is None or as_utc(run.due_at) > now:
         return False
     log(session, run, "wait_elapsed", now)
-    run_from(session, run, run.current_step + 1, now, advance)
+    run_from(session, run, run.current_step + 1, now, advance, find=find)
     return True
 
 

@@ -126,44 +126,72 @@ def advance_due(bind: sa.Engine, now: dt.datetime, limit: int) -> int:
                 .with_for_update(skip_locked=True)
             ).all()
             advance = engine.Advance()
-            for run in runs:
-                if _orphaned(session, run, now) or engine.on_wait_elapsed(
-                    session, run, now, advance
-                ):
-                    moved += 1
+            find = _step_deliveries(session, runs)
+            with session.no_autoflush:
+                for run in runs:
+                    if _orphaned(session, run, now) or engine.on_wait_elapsed(
+                        session, run, now, advance, find=find
+                    ):
+                        moved += 1
             _finish(session, advance)
             if len(runs) < limit:
                 return moved
 
 
-def advance_stalled(bind: sa.Engine, now: dt.datetime, limit: int) -> int:
+def _step_deliveries(
+    session: sa_orm.Session, runs: t.Sequence[WorkflowRun]
+) -> t.Callable[[int, int], Delivery | None]:
+    """The step deliveries of ``runs``' notifications, in one query, as a lookup."""
+    rows = session.scalars(
+        sa.select(Delivery).where(
+            Delivery.notification_id.in_([r.notification_id for r in runs]),
+            Delivery.step.is_not(None),
+        )
+    ).all()
+    by_step = {(d.notification_id, d.step): d for d in rows}
+    return lambda notification_id, step: by_step.get((notification_id, step))
+
+
+def advance_stalled(bind: sa.Engine, now: dt.datetime, limit: int, grace: float = 30) -> int:
     """The safety net for (a): active runs whose current delivery finished but that did
-    not move (the process died in between, or the delivery was cancelled by the tick)."""
+    not move (the process died in between, or the delivery was cancelled by the tick).
+
+    Only runs that have not moved for ``grace`` seconds are looked at, through the
+    ``(state, updated_at)`` index: the normal path moves a run within a second of its
+    delivery's outcome, so the tick's cost follows the stalled runs, not those in flight.
+    """
+    cutoff = now - dt.timedelta(seconds=grace)
     moved = 0
+    after: tuple[dt.datetime, int] | None = None
     with _session(bind) as session:
         while True:
-            rows = session.execute(
-                sa.select(WorkflowRun, Delivery)
-                .join(
-                    Delivery,
-                    sa.and_(
-                        Delivery.notification_id == WorkflowRun.notification_id,
-                        Delivery.step == WorkflowRun.current_step,
-                    ),
-                )
-                .where(WorkflowRun.state == engine.ACTIVE, Delivery.status.in_(FINISHED))
-                .order_by(WorkflowRun.id)
+            query = (
+                sa.select(WorkflowRun)
+                .where(WorkflowRun.state == engine.ACTIVE, WorkflowRun.updated_at <= cutoff)
+                .order_by(WorkflowRun.updated_at, WorkflowRun.id)
                 .limit(limit)
-                .with_for_update(skip_locked=True, of=WorkflowRun)
-            ).all()
+                .with_for_update(skip_locked=True)
+            )
+            if after is not None:
+                query = query.where(
+                    sa.tuple_(WorkflowRun.updated_at, WorkflowRun.id) > sa.tuple_(*after)
+                )
+            runs = session.scalars(query).all()
+            find = _step_deliveries(session, runs)
             advance = engine.Advance()
-            for run, delivery in rows:
-                if _orphaned(session, run, now) or engine.on_delivery_outcome(
-                    session, run, delivery, now, advance
-                ):
-                    moved += 1
+            with session.no_autoflush:
+                for run in runs:
+                    delivery = find(run.notification_id, run.current_step)
+                    if delivery is None or delivery.status not in FINISHED:
+                        continue
+                    if _orphaned(session, run, now) or engine.on_delivery_outcome(
+                        session, run, delivery, now, advance
+                    ):
+                        moved += 1
+            if runs:
+                after = (runs[-1].updated_at, runs[-1].id)
             _finish(session, advance)
-            if len(rows) < limit:
+            if len(runs) < limit:
                 return moved
 
 
