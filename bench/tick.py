@@ -488,7 +488,7 @@ def label(statement: str) -> str | None:
         return None
     if "FROM chimeway_signals" in text:
         return "unrouted signals (route_unrouted)"
-    if "FROM chimeway_workflow_runs JOIN chimeway_deliveries" in text:
+    if "FROM chimeway_workflow_runs" in text and "updated_at <=" in text:
         return STALLED_RUNS
     if "FROM chimeway_workflow_runs" in text and "due_at <=" in text:
         return DUE_RUNS
@@ -496,6 +496,8 @@ def label(statement: str) -> str | None:
         return "stale leases (_expire_leases)"
     if "FROM chimeway_deliveries" in text and "next_attempt_at <=" in text:
         return "due deliveries (_perform_due)"
+    if "FROM chimeway_deliveries" in text and "step IS NOT NULL" in text:
+        return "step deliveries of a batch of runs"
     return text[:60]
 
 
