@@ -45,27 +45,28 @@ import datetime as dt
 import gc
 import logging
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import typing as t
 
 import sqlalchemy as sa
+from _common import (
+    PG_ADMIN_URL,
+    BackendUnavailable,
+    Database,
+    create_database,
+    source_state,
+    spread,
+)
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
-import flask_chimeway
 from flask_chimeway import Chimeway, Notifier, Recipient, models
 from flask_chimeway.progress import TickReport, progress
 from flask_chimeway.recipients import recipient_snapshot
 from flask_chimeway.workflows import Workflow, deliver, wait
 
-PG_ADMIN_URL = os.environ.get(
-    "CHIMEWAY_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 NOTIFIER_KEY = "bench.reminder"
 WORKFLOW = Workflow(deliver("log"), wait(hours=1), deliver("log"))
 #: The step the seeded runs wait at, and the step whose delivery is held behind it.
@@ -599,68 +600,6 @@ def print_plans(bench: Bench, args: argparse.Namespace) -> None:
 # databases ----------------------------------------------------------------------------------
 
 
-class BackendUnavailable(Exception):
-    """The database server of a backend cannot be reached; that backend is skipped."""
-
-
-@dataclasses.dataclass
-class SQLiteDatabase:
-    directory: str
-    name: str
-
-    @property
-    def url(self) -> str:
-        return f"sqlite:///{os.path.join(self.directory, self.name + '.db')}"
-
-    def drop(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-@dataclasses.dataclass
-class PostgreSQLDatabase:
-    admin: sa.Engine
-    name: str
-
-    @property
-    def url(self) -> str:
-        return self.admin.url.set(database=self.name).render_as_string(hide_password=False)
-
-    def drop(self) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        self.admin.dispose()
-
-
-Database: t.TypeAlias = SQLiteDatabase | PostgreSQLDatabase
-
-
-def create_database(backend: str, admin_url: str, name: str) -> Database:
-    """A throwaway database: a file in a temporary directory, or
-    ``chimeway_bench_tick_<name>_<pid>`` on PostgreSQL."""
-    if backend == "sqlite":
-        return SQLiteDatabase(tempfile.mkdtemp(prefix=f"chimeway_bench_tick_{name}_"), name)
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    database = f"chimeway_bench_tick_{name}_{os.getpid()}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        raise BackendUnavailable(f"{admin_url} is not reachable: {exc.orig}") from exc
-    except Exception:
-        admin.dispose()
-        raise
-    return PostgreSQLDatabase(admin, database)
-
-
-# reporting ----------------------------------------------------------------------------------
-
-
-def spread(values: list[float], digits: int = 2) -> str:
-    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
-
-
 def seconds(rounds: list[Round], key: str) -> list[float]:
     return [r[key].seconds for r in rounds]
 
@@ -792,8 +731,8 @@ def run_backend(backend: str, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     databases: list[Database] = []
     try:
-        databases.append(create_database(backend, args.postgresql_url, "small"))
-        databases.append(create_database(backend, args.postgresql_url, "large"))
+        databases.append(create_database(backend, args.postgresql_url, "tick_small"))
+        databases.append(create_database(backend, args.postgresql_url, "tick_large"))
         bench = make_bench(backend, databases[0].url, databases[1].url, args)
         try:
             seeded = time.perf_counter() - started
@@ -835,28 +774,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{backend}: skipped, {exc}\n")
             failed = True
     return 1 if failed else 0
-
-
-def source_state() -> str:
-    """The commit of the checkout, and whether the package has uncommitted changes."""
-    package = os.path.dirname(os.path.abspath(flask_chimeway.__file__))
-    try:
-        head = subprocess.run(
-            ["git", "-C", package, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", package, "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return f"{flask_chimeway.__version__} (not a git checkout)"
-    changes = " + uncommitted changes in flask_chimeway/" if dirty else " (flask_chimeway/ clean)"
-    return f"{flask_chimeway.__version__} at {head}{changes}"
 
 
 if __name__ == "__main__":

@@ -30,25 +30,25 @@ import datetime as dt
 import gc
 import logging
 import os
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import typing as t
 
 import sqlalchemy as sa
 import sqlalchemy.orm as sa_orm
+from _common import (
+    PG_ADMIN_URL,
+    BackendUnavailable,
+    create_database,
+    median,
+    source_state,
+    spread,
+)
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
-import flask_chimeway
 from flask_chimeway import Chimeway, Notifier, Recipient, models
 
-PG_ADMIN_URL = os.environ.get(
-    "CHIMEWAY_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 NOTIFIER_KEY = "bench.task_assigned"
 CHANNELS = ("in_app", "log")
 #: Where the "pending" app's RQ dispatcher would enqueue: a socket that does not exist, so
@@ -433,72 +433,6 @@ def dispose(bench: Bench) -> None:
             bench.db.engine.dispose()
 
 
-class Database(t.Protocol):
-    url: str
-
-    def drop(self) -> None: ...
-
-
-class BackendUnavailable(Exception):
-    """The database server of a backend cannot be reached; that backend is skipped."""
-
-
-@dataclasses.dataclass
-class SQLiteDatabase:
-    directory: str
-
-    @property
-    def url(self) -> str:
-        return f"sqlite:///{os.path.join(self.directory, 'bench.db')}"
-
-    def drop(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-@dataclasses.dataclass
-class PostgreSQLDatabase:
-    admin: sa.Engine
-    name: str
-
-    @property
-    def url(self) -> str:
-        return self.admin.url.set(database=self.name).render_as_string(hide_password=False)
-
-    def drop(self) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        self.admin.dispose()
-
-
-def create_database(backend: str, admin_url: str) -> SQLiteDatabase | PostgreSQLDatabase:
-    if backend == "sqlite":
-        return SQLiteDatabase(tempfile.mkdtemp(prefix="chimeway_bench_"))
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"chimeway_bench_{os.getpid()}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        raise BackendUnavailable(f"{admin_url} is not reachable: {exc.orig}") from exc
-    except Exception:
-        admin.dispose()
-        raise
-    return PostgreSQLDatabase(admin, name)
-
-
-# reporting ------------------------------------------------------------------------------
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def spread(values: list[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}"
-
-
 def report_shape(
     shape: Shape, rounds: list[dict[tuple[str, str], Timing]], baselines: list[str]
 ) -> None:
@@ -612,7 +546,7 @@ def run_backend(backend: str, args: argparse.Namespace, clock: CommitClock) -> N
         if args.sync_transactions
         else None
     )
-    database = create_database(backend, args.postgresql_url)
+    database = create_database(backend, args.postgresql_url, "trigger")
     try:
         bench = make_bench(backend, database.url, clock)
         try:
@@ -660,28 +594,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         clock.remove()
     return 1 if failed else 0
-
-
-def source_state() -> str:
-    """The commit of the checkout, and whether the package has uncommitted changes."""
-    package = os.path.dirname(os.path.abspath(flask_chimeway.__file__))
-    try:
-        head = subprocess.run(
-            ["git", "-C", package, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", package, "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return f"{flask_chimeway.__version__} (not a git checkout)"
-    changes = " + uncommitted changes in flask_chimeway/" if dirty else ""
-    return f"{flask_chimeway.__version__} at {head}{changes}"
 
 
 if __name__ == "__main__":
