@@ -313,7 +313,7 @@ class Chimeway:
             params,
             idempotency_key=idempotency_key,
             tenant=tenant,
-            session=session if session is not None else self.db.session,
+            session=self._session(session),
             correlation_id=correlation_id,
         )
 
@@ -388,9 +388,16 @@ class Chimeway:
             self.get_state(),
         )
 
-    def _session(self, session: sa_orm.Session | None) -> sa_orm.Session:
+    def _session(
+        self, session: sa_orm.Session | sa_orm.scoped_session[t.Any] | None
+    ) -> sa_orm.Session:
+        """The session to write to: ``db.session`` by default; a scoped session (such as
+        ``db.session`` passed explicitly) resolved to its current session, whose
+        transactions the after-commit dispatch follows."""
         if session is None:
-            return t.cast(sa_orm.Session, self.db.session())
+            session = self.db.session
+        if isinstance(session, sa_orm.scoped_session):
+            return t.cast(sa_orm.Session, session())
         return session
 
 

@@ -13,6 +13,7 @@ from .errors import InvalidParamsError, InvalidSignalError, InvalidTenantError
 from .models import Notification, Signal, utcnow
 from .params import validate_params
 from .recipients import normalize_identity
+from .trigger import check_text
 
 if t.TYPE_CHECKING:
     from .extension import State
@@ -55,12 +56,7 @@ def track(
 
 def check_tenant(tenant: object) -> None:
     """:raise InvalidTenantError: unless ``tenant`` is ``None`` or a non-blank string."""
-    if tenant is not None and (
-        not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 200
-    ):
-        raise InvalidTenantError(
-            f"tenant must be a non-blank string of at most 200 characters or None, not {tenant!r}."
-        )
+    check_text("tenant", tenant, 200, InvalidTenantError)
 
 
 def mark(

@@ -52,7 +52,7 @@ def trigger(
     *,
     idempotency_key: str | None,
     tenant: str | None,
-    session: sa_orm.Session | sa_orm.scoped_session[t.Any],
+    session: sa_orm.Session,
     correlation_id: str | None,
 ) -> TriggerResult:
     """The body of :meth:`Chimeway.trigger`; see there."""
@@ -63,14 +63,12 @@ def trigger(
             f"No notifier is registered under {key!r}. Registered keys: {known}."
         )
     targets = normalize_recipients(recipients)
-    idempotency_key = _check_text(
+    idempotency_key = check_text(
         "idempotency_key", idempotency_key, 255, InvalidIdempotencyKeyError
     )
-    tenant_value = _check_text("tenant", tenant, 200, InvalidTenantError) or ""
-    correlation_id = _check_text("correlation_id", correlation_id, 255, TriggerError)
+    tenant_value = check_text("tenant", tenant, 200, InvalidTenantError) or ""
+    correlation_id = check_text("correlation_id", correlation_id, 255, TriggerError)
     clean_params = validate_params(params)
-    if isinstance(session, sa_orm.scoped_session):
-        session = t.cast(sa_orm.Session, session())
 
     if idempotency_key is not None:
         existing = _find_event(session, tenant_value, idempotency_key)
@@ -210,7 +208,7 @@ def _escalation_target(
     return chimeway.load_recipient(identity)
 
 
-def _check_text(name: str, value: object, limit: int, error: type[TriggerError]) -> str | None:
+def check_text(name: str, value: object, limit: int, error: type[TriggerError]) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():

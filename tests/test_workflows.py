@@ -515,3 +515,22 @@ def test_the_tick_moves_a_run_whose_delivery_finished_without_moving_it(
     assert report.runs_advanced == 1
     [run] = runs(db)
     assert (run.state, run.current_step) == ("completed", 2), "on_failure skips the wait"
+
+
+def test_db_session_can_be_passed_explicitly(
+    app: Flask, db: SQLAlchemy, chimeway: Chimeway
+) -> None:
+    flow = register(
+        chimeway,
+        "explicit",
+        Workflow(deliver("in_app"), wait(hours=1, stop_on=[read()]), deliver("log")),
+    )
+    notification = flow.trigger(1, session=db.session).notifications[0]
+    db.session.commit()
+    assert chimeway.mark_read(notification.id, 1, session=db.session) is True
+    signal_row = chimeway.track(1, "task.done", session=db.session)
+    db.session.commit()
+    db.session.refresh(signal_row)
+    assert signal_row.routed_at is not None
+    [run] = runs(db)
+    assert run.state == "stopped"
